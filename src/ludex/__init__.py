@@ -1,0 +1,1 @@
+"""ludex: backend for real-time on-chain games."""

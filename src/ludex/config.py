@@ -1,0 +1,151 @@
+"""Settings: one typed object, read from ``LUDEX_*`` environment variables (and ``.env``).
+
+Each backend is chosen by a URL; a bad URL or value fails at start-up with one
+line per field naming the variable and what it accepts. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ludex.errors import ConfigError
+
+ENV_PREFIX = "LUDEX_"
+
+# field -> (accepted schemes, human description of the accepted forms)
+URL_FIELDS: dict[str, tuple[frozenset[str], str]] = {
+    "store_url": (
+        frozenset({"sqlite", "postgresql", "postgres", "mysql", "mariadb"}),
+        "sqlite:///PATH, sqlite:///:memory:, postgresql://USER:PASS@HOST:PORT/DB "
+        "or mysql://USER:PASS@HOST:PORT/DB",
+    ),
+    "analytics_url": (
+        frozenset({"chdb", "clickhouse", "clickhouses"}),
+        "chdb://PATH (embedded, chdb://:memory: for a throw-away store) "
+        "or clickhouse://USER:PASS@HOST:PORT/DB",
+    ),
+    "bus_url": (frozenset({"memory", "kafka"}), "memory:// or kafka://HOST:PORT[,HOST:PORT...]"),
+    "cache_url": (frozenset({"memory", "redis", "rediss"}), "memory:// or redis://HOST:PORT/DB"),
+    "chain_url": (
+        frozenset({"anvil", "http", "https"}),
+        "anvil:// (start a local anvil node) or an http(s):// JSON-RPC URL",
+    ),
+}
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _check_url(field: str, raw: str) -> str:
+    schemes, accepted = URL_FIELDS[field]
+    parts = urlsplit(raw)
+    value = redact_url(raw)
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise ValueError(f"{value!r} is not accepted; use {accepted}")
+    needs_host = scheme in {"postgresql", "postgres", "mysql", "mariadb", "clickhouse",
+                            "clickhouses", "kafka", "redis", "rediss", "http", "https"}
+    if needs_host and not parts.hostname:
+        raise ValueError(f"{value!r} has no host; use {accepted}")
+    if scheme == "sqlite" and not value.startswith("sqlite:///"):
+        raise ValueError(f"{value!r} must start with sqlite:/// ; use {accepted}")
+    if scheme == "kafka":
+        for hostport in parts.netloc.split(","):
+            host, _, port = hostport.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{value!r}: {hostport!r} is not HOST:PORT; use {accepted}")
+    return raw
+
+
+class Settings(BaseSettings):
+    """Every setting of ludex. Environment variables are ``LUDEX_<FIELD>`` in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    environment: Literal["local", "test", "production"] = "local"
+    service_name: str = Field(default="ludex", min_length=1, max_length=64)
+    data_dir: Path = Path("var")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+
+    store_url: str = "sqlite:///var/ludex.db"
+    store_pool_size: int = Field(default=10, ge=1, le=1000)
+    analytics_url: str = "chdb://var/olap"
+    bus_url: str = "memory://"
+    bus_partitions: int = Field(default=8, ge=1, le=1024)
+    cache_url: str = "memory://"
+    chain_url: str = "anvil://"
+    anvil_port: int = Field(default=8545, ge=1, le=65535)
+    anvil_bin: str = "node_modules/.bin/anvil"
+
+    outbox_batch_size: int = Field(default=500, ge=1, le=100_000)
+    outbox_poll_interval: float = Field(default=0.05, gt=0, le=60)
+    outbox_lease_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    metrics_enabled: bool = True
+    demo: bool = False
+
+    jwt_secret: SecretStr = SecretStr("local-only-not-a-secret")
+
+    @field_validator("store_url", "analytics_url", "bus_url", "cache_url", "chain_url")
+    @classmethod
+    def _url(cls, value: str, info: Any) -> str:
+        return _check_url(info.field_name, value.strip())
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.jwt_secret.get_secret_value() == "local-only-not-a-secret":
+                raise ValueError("jwt_secret: set LUDEX_JWT_SECRET; the default is for local use only")
+            if self.chain_url.startswith("anvil"):
+                raise ValueError("chain_url: anvil:// is for local use; set an RPC URL in production")
+        return self
+
+    def backends(self) -> dict[str, str]:
+        """Port name -> backend kind (URL scheme), for health reports and logs."""
+        return {
+            "store": urlsplit(self.store_url).scheme,
+            "analytics": urlsplit(self.analytics_url).scheme,
+            "bus": urlsplit(self.bus_url).scheme,
+            "cache": urlsplit(self.cache_url).scheme,
+            "chain": urlsplit(self.chain_url).scheme,
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment; raise ConfigError with one line per bad field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = ENV_PREFIX + loc.upper() if err["loc"] else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{var}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
