@@ -54,8 +54,19 @@ def _check_url(field: str, raw: str) -> str:
     scheme = parts.scheme.lower()
     if scheme not in schemes:
         raise ValueError(f"{value!r} is not accepted; use {accepted}")
-    needs_host = scheme in {"postgresql", "postgres", "mysql", "mariadb", "clickhouse",
-                            "clickhouses", "kafka", "redis", "rediss", "http", "https"}
+    needs_host = scheme in {
+        "postgresql",
+        "postgres",
+        "mysql",
+        "mariadb",
+        "clickhouse",
+        "clickhouses",
+        "kafka",
+        "redis",
+        "rediss",
+        "http",
+        "https",
+    }
     if needs_host and not parts.hostname:
         raise ValueError(f"{value!r} has no host; use {accepted}")
     if scheme == "sqlite" and not value.startswith("sqlite:///"):
@@ -121,9 +132,13 @@ class Settings(BaseSettings):
     def _no_default_secrets_in_production(self) -> Settings:
         if self.environment == "production":
             if self.jwt_secret.get_secret_value() == "local-only-not-a-secret":
-                raise ValueError("jwt_secret: set LUDEX_JWT_SECRET; the default is for local use only")
+                raise ValueError(
+                    "jwt_secret: set LUDEX_JWT_SECRET; the default is for local use only"
+                )
             if self.chain_url.startswith("anvil"):
-                raise ValueError("chain_url: anvil:// is for local use; set an RPC URL in production")
+                raise ValueError(
+                    "chain_url: anvil:// is for local use; set an RPC URL in production"
+                )
         return self
 
     def backends(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ and hashes are 0x-prefixed lowercase hex strings.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,7 +73,7 @@ class EventSpec:
 
     type: str
     version: int
-    payload: type[Payload]
+    payload: builtins.type[Payload]
     topic: str
     description: str
 
@@ -82,7 +83,7 @@ _BY_PAYLOAD: dict[type[Payload], EventSpec] = {}
 
 
 def topic_for(event_type: str) -> str:
-    """The bus topic of an event type: ``ludex.<domain>`` (``wallet.bet_placed`` → ``ludex.wallet``)."""
+    """The topic of an event type: ``wallet.bet_placed`` goes to ``ludex.wallet``."""
     domain, _, name = event_type.partition(".")
     if not domain or not name:
         raise UnknownEventType(f"event type {event_type!r} is not of the form 'domain.name'")

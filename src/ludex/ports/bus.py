@@ -13,6 +13,9 @@ Semantics every backend honours (the contract suite in tests/contract checks the
   remembering processed event ids.
 * ``seek`` replays from an offset; ``seek_to_time`` from the first record at or
   after a time.
+* A record that does not decode is never skipped: ``poll`` returns the good
+  records before it, then raises :class:`MalformedRecord` (naming its position)
+  on every poll until the caller seeks past it (after dead-lettering it).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ludex.errors import MalformedEvent
 from ludex.events import Envelope
 
 StartFrom = Literal["earliest", "latest"]
@@ -45,6 +49,17 @@ class Record:
     offset: int
     timestamp_ms: int
     envelope: Envelope
+
+
+class MalformedRecord(MalformedEvent):
+    """A consumed record does not decode; says where it is so it can be dead-lettered."""
+
+    def __init__(self, message: str, *, topic: str, partition: int, offset: int, raw: bytes):
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.raw = raw
 
 
 class Consumer(Protocol):
@@ -97,7 +112,7 @@ class EventBus(Protocol):
         *,
         start: StartFrom = "earliest",
     ) -> Consumer:
-        """A consumer in ``group`` for ``topics``; ``start`` applies when the group has no commit."""
+        """A member of ``group`` reading ``topics``; ``start`` applies when nothing is committed."""
         ...
 
     async def ping(self) -> None:

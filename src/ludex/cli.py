@@ -1,0 +1,239 @@
+"""The ``ludex`` command. Every command has ``--help``.
+
+Configuration comes from ``LUDEX_*`` environment variables (docs/configuration.md);
+a bad value stops the command with one line per field and exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ludex import __version__
+from ludex.config import Settings, load_settings, redact_url
+from ludex.errors import ConfigError, LudexError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="ludex",
+    help="ludex: backend for real-time on-chain games (poker, wagering, settlement, indexer).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and check the settings.", no_args_is_help=True)
+events_app = typer.Typer(help="The event catalog and event files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(events_app, name="events")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        raise _fail(f"ludex: configuration error\n{exc}", 2) from None
+    from ludex.ops.logging import configure_logging
+
+    configure_logging(settings.log_level, json=settings.log_json, service=settings.service_name)
+    return settings
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; expected failures (ludex errors, a busy port) print one line each."""
+    try:
+        return asyncio.run(coro())
+    except (LudexError, OSError, BaseExceptionGroup) as exc:
+        leaves = _leaves(exc)
+        if not all(isinstance(e, LudexError | OSError) for e in leaves):
+            raise
+        for leaf in leaves:
+            prefix = "configuration error: " if isinstance(leaf, ConfigError) else ""
+            typer.echo(f"ludex: {prefix}{type(leaf).__name__}: {leaf}", err=True)
+        raise typer.Exit(2 if any(isinstance(e, ConfigError) for e in leaves) else 1) from None
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.command()
+def run(
+    demo: Annotated[
+        bool | None,
+        typer.Option("--demo/--no-demo", help="Also run the demo producer (default: LUDEX_DEMO)."),
+    ] = None,
+) -> None:
+    """Run every service in one process: gateway, outbox relay, analytics sink (and the demo)."""
+    from ludex.composition import run_services
+
+    settings = _settings()
+    names = ["gateway", "outbox-relay", "analytics-sink"]
+    if settings.demo if demo is None else demo:
+        names.append("demo")
+    typer.echo(
+        f"ludex {__version__}: serving http://{settings.http_host}:{settings.http_port} "
+        f"(backends: {settings.backends()})",
+        err=True,
+    )
+    _run(lambda: run_services(settings, names))
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Argument(help="gateway | outbox-relay | analytics-sink | demo")],
+    http: Annotated[
+        bool, typer.Option("--http/--no-http", help="Serve /healthz, /readyz and /metrics too.")
+    ] = True,
+) -> None:
+    """Run one service alone (to scale it out)."""
+    from ludex.composition import SERVICES, run_services
+
+    if name not in SERVICES:
+        raise _fail(f"ludex: unknown service {name!r}; choose from {', '.join(SERVICES)}", 2)
+    settings = _settings()
+    _run(lambda: run_services(settings, [name], with_http=http))
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Alembic revision to upgrade to.")] = "head",
+) -> None:
+    """Apply the operational store's migrations."""
+    from ludex.adapters.sql import create_store
+
+    settings = _settings()
+
+    async def go() -> None:
+        store = create_store(settings.store_url)
+        await store.start()
+        try:
+            await store.migrate(revision)
+        finally:
+            await store.close()
+
+    _run(go)
+    typer.echo(f"migrated {redact_url(settings.store_url)} to {revision}")
+
+
+@app.command()
+def health(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each backend.")] = 5.0,
+) -> None:
+    """Open every backend once, report whether each answers (JSON); exit 1 if one does not."""
+    from ludex.composition import open_container
+    from ludex.ops.health import check_backends, report
+
+    settings = _settings()
+
+    async def go() -> dict[str, Any]:
+        async with open_container(settings, migrate=False) as container:
+            return report(await check_backends(container, timeout))
+
+    body = _run(go)
+    typer.echo(json.dumps(body, indent=2))
+    if not body["ready"]:
+        raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings as JSON (secrets and URL passwords hidden)."""
+    settings = _settings()
+    values = json.loads(settings.model_dump_json())
+    for field in ("store_url", "analytics_url", "bus_url", "cache_url", "chain_url"):
+        values[field] = redact_url(values[field])
+    typer.echo(json.dumps(values, indent=2, sort_keys=True))
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the settings; exit 2 with one line per bad field."""
+    settings = _settings()
+    typer.echo(f"settings ok: {settings.backends()}")
+
+
+@events_app.command("list")
+def events_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON with schemas.")] = False,
+) -> None:
+    """List every event type in the catalog with its topic and version."""
+    import msgspec
+
+    from ludex.events import catalog
+
+    specs = list(catalog())
+    if as_json:
+        out = [
+            {
+                "type": s.type,
+                "version": s.version,
+                "topic": s.topic,
+                "description": s.description,
+                "schema": msgspec.json.schema(s.payload),
+            }
+            for s in specs
+        ]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    width = max(len(s.type) for s in specs)
+    for s in specs:
+        typer.echo(f"{s.type:<{width}}  v{s.version}  {s.topic:<18} {s.description}")
+
+
+@events_app.command("validate")
+def events_validate(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A file of JSON envelopes, one per line.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+) -> None:
+    """Check every envelope in a JSON-lines file; print each bad line's error; exit 1 if any."""
+    from ludex.events import decode
+
+    bad = 0
+    total = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            total += 1
+            try:
+                decode(line.strip())
+            except LudexError as exc:
+                bad += 1
+                typer.echo(f"{path}:{number}: {exc}", err=True)
+    typer.echo(f"{total - bad} valid, {bad} invalid")
+    if bad:
+        raise typer.Exit(1)
+
+
+def entrypoint() -> None:  # pragma: no cover - console script shim
+    sys.exit(app())

@@ -1,0 +1,141 @@
+"""The ASGI application: health, readiness, metrics, and the middleware every route shares.
+
+Public routes (meant to be reachable without credentials): ``/healthz``, ``/readyz``
+and ``/metrics`` (bind the port to a private interface in production). Every other
+route added later is authenticated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from ulid import ULID
+
+from ludex import __version__
+from ludex.errors import LudexError
+from ludex.events import catalog
+from ludex.ops import metrics
+from ludex.ops.health import check_backends, report
+from ludex.ops.logging import bind_ids
+
+if TYPE_CHECKING:
+    from ludex.composition import Container
+
+log = structlog.get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+def error_body(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
+    """The one JSON shape of every error answer."""
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if request_id:
+        body["error"]["request_id"] = request_id
+    return body
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(
+        title="ludex",
+        version=__version__,
+        description="Backend for real-time on-chain games.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.container = container
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else str(ULID())
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        with bind_ids(request_id=request_id):
+            response = await call_next(request)
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            metrics.HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+            metrics.HTTP_LATENCY.labels(request.method, path).observe(elapsed)
+            if path not in {"/healthz", "/metrics"}:
+                log.info(
+                    "http.request",
+                    method=request.method,
+                    path=path,
+                    status=response.status_code,
+                    ms=round(elapsed * 1000, 2),
+                )
+        response.headers["X-Request-ID"] = request_id
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail), getattr(request.state, "request_id", None)),
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            error_body("invalid_request", str(exc.errors()), request.state.request_id),
+            status_code=422,
+        )
+
+    @app.exception_handler(LudexError)
+    async def ludex_error(request: Request, exc: LudexError) -> JSONResponse:
+        log.warning("http.ludex_error", error=type(exc).__name__, message=str(exc))
+        return JSONResponse(
+            error_body(type(exc).__name__, str(exc), request.state.request_id), status_code=400
+        )
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: every backend and whether it answers")
+    async def readyz() -> JSONResponse:
+        body = report(await check_backends(container))
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/v1/events/catalog", tags=["events"], summary="Every event type and its schema")
+    async def event_catalog() -> list[dict[str, Any]]:
+        import msgspec
+
+        return [
+            {
+                "type": spec.type,
+                "version": spec.version,
+                "topic": spec.topic,
+                "description": spec.description,
+                "schema": msgspec.json.schema(spec.payload),
+            }
+            for spec in catalog()
+        ]
+
+    return app

@@ -1,0 +1,1 @@
+"""Operations: logging, metrics and health reporting shared by every service."""

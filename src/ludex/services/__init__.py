@@ -1,0 +1,1 @@
+"""Services: asyncio workers built on the ports (no backend imports here)."""
