@@ -33,8 +33,13 @@ def test_defaults_are_the_embedded_backends() -> None:
 )
 def test_production_urls_choose_their_backend(field: str, url: str, kind: str) -> None:
     settings = load_settings(**{field: url})
-    port = {"store_url": "store", "analytics_url": "analytics", "bus_url": "bus",
-            "cache_url": "cache", "chain_url": "chain"}[field]
+    port = {
+        "store_url": "store",
+        "analytics_url": "analytics",
+        "bus_url": "bus",
+        "cache_url": "cache",
+        "chain_url": "chain",
+    }[field]
     assert settings.backends()[port] == kind
 
 

@@ -31,7 +31,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect and check the settings.", no_args_is_help=True)
 events_app = typer.Typer(help="The event catalog and event files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+bench_app = typer.Typer(help="Benchmarks: our figures and peers', as JSON.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(bench_app, name="bench")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -233,6 +235,17 @@ def events_validate(
     typer.echo(f"{total - bad} valid, {bad} invalid")
     if bad:
         raise typer.Exit(1)
+
+
+@bench_app.command("events")
+def bench_events(
+    count: Annotated[int, typer.Option(min=100, help="Envelopes per round.")] = 20_000,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds; the best is reported.")] = 5,
+) -> None:
+    """Envelope encode/decode rates: ludex (msgspec) against pydantic v2 and stdlib json."""
+    from ludex.bench.events import run as run_bench
+
+    typer.echo(json.dumps(run_bench(count, repeat), indent=2))
 
 
 def entrypoint() -> None:  # pragma: no cover - console script shim

@@ -126,7 +126,8 @@ def _analytics_sink(container: Container) -> Service:
 def _demo(container: Container) -> Service:
     from ludex.services.demo import DemoProducer
 
-    return DemoProducer(container)
+    s = container.settings
+    return DemoProducer(container, interval=s.demo_interval, summary_every=s.demo_summary_every)
 
 
 SERVICES: dict[str, ServiceFactory] = {

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     metrics_enabled: bool = True
     demo: bool = False
+    demo_interval: float = Field(default=1.0, gt=0, le=3600)
+    demo_summary_every: float = Field(default=10.0, gt=0, le=3600)
 
     jwt_secret: SecretStr = SecretStr("local-only-not-a-secret")
 

@@ -118,10 +118,12 @@ def create_app(container: Container) -> FastAPI:
         body = report(await check_backends(container))
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
-    async def prometheus() -> Response:
-        payload, content_type = metrics.render()
-        return Response(payload, media_type=content_type)
+    if container.settings.metrics_enabled:
+
+        @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+        async def prometheus() -> Response:
+            payload, content_type = metrics.render()
+            return Response(payload, media_type=content_type)
 
     @app.get("/v1/events/catalog", tags=["events"], summary="Every event type and its schema")
     async def event_catalog() -> list[dict[str, Any]]:

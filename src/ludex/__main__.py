@@ -1,0 +1,5 @@
+"""``python -m ludex`` runs the CLI."""
+
+from ludex.cli import app
+
+app()
