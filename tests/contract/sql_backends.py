@@ -22,7 +22,7 @@ from tests.conftest import service_url
 
 BACKENDS = ["sqlite", "postgres", "mysql"]
 
-_DRIVERS = {"postgres": "postgresql+asyncpg", "mysql": "mysql+aiomysql"}
+_DRIVERS = {"postgres": "postgresql+asyncpg", "mysql": "mysql+asyncmy"}
 
 
 @asynccontextmanager

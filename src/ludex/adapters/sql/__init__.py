@@ -17,7 +17,7 @@ __all__ = ["SqlStore", "create_store", "head_revision"]
 
 def create_store(url: str, *, pool_size: int = 10) -> SqlStore:
     """A store for ``url``: ``sqlite:///PATH`` (aiosqlite), ``postgresql://`` or
-    ``postgres://`` (asyncpg), ``mysql://`` or ``mariadb://`` (aiomysql, utf8mb4).
+    ``postgres://`` (asyncpg), ``mysql://`` or ``mariadb://`` (asyncmy, utf8mb4).
 
     Raises :class:`~ludex.errors.ConfigError` for any other scheme.
     """

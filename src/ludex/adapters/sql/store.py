@@ -1,7 +1,7 @@
 """``SqlStore``: the operational store on SQLAlchemy 2 (asyncio) and Alembic.
 
 One class serves SQLite (aiosqlite), PostgreSQL (asyncpg) and MySQL/MariaDB
-(aiomysql); ``create_store`` in ``ludex.adapters.sql`` picks the driver from the URL.
+(asyncmy); ``create_store`` in ``ludex.adapters.sql`` picks the driver from the URL.
 
 What each backend gets, and why:
 
@@ -65,8 +65,8 @@ _DRIVERS: Final[dict[str, tuple[Dialect, str]]] = {
     "sqlite": ("sqlite", "sqlite+aiosqlite"),
     "postgresql": ("postgresql", "postgresql+asyncpg"),
     "postgres": ("postgresql", "postgresql+asyncpg"),
-    "mysql": ("mysql", "mysql+aiomysql"),
-    "mariadb": ("mysql", "mysql+aiomysql"),
+    "mysql": ("mysql", "mysql+asyncmy"),
+    "mariadb": ("mysql", "mysql+asyncmy"),
 }
 
 # Errors that mean "could not talk to the server" rather than "the server said no".

@@ -10,53 +10,27 @@ are absorbed here, once:
   converted to naive UTC on the way in and marked UTC on the way out. A naive
   datetime is refused rather than guessed at.
 * :func:`blob`: binary payloads, ``LONGBLOB`` on MySQL (its ``BLOB`` stops at 64 KiB).
-  On MySQL the value is sent as hex and decoded by ``UNHEX()`` in the statement:
-  aiomysql 0.3.2 cannot bind ``bytes`` with PyMySQL >= 1.2.3
-  (https://github.com/aio-libs/aiomysql/issues/1080); drop :class:`_MySQLBlob` once
-  a fixed aiomysql is the floor.
 
 Pure: no I/O, no engine, no session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, func
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 Id: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 """Surrogate primary keys: BIGINT, INTEGER on SQLite so it autoincrements."""
 
 
-class _MySQLBlob(TypeDecorator[bytes]):
-    """LONGBLOB whose parameters travel as hex text (see the module docstring)."""
-
-    impl = mysql.LONGBLOB
-    cache_ok = True
-
-    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
-        # Replaces LONGBLOB's own processor, which would turn the value back into bytes.
-        def to_hex(value: Any) -> Any:
-            return None if value is None else bytes(value).hex()
-
-        return to_hex
-
-    def bind_expression(self, bindvalue: Any) -> ColumnElement[bytes]:
-        return func.unhex(bindvalue, type_=self)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
-        return None if value is None else bytes(value)
-
-
 def blob() -> TypeEngine[bytes]:
     """Binary payload column: BYTEA / BLOB / LONGBLOB."""
-    return LargeBinary().with_variant(_MySQLBlob(), "mysql", "mariadb")
+    return LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
