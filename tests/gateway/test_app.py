@@ -80,9 +80,9 @@ async def test_request_ids_and_security_headers(client: httpx.AsyncClient) -> No
     assert response.headers["X-Request-ID"] == "abc-123"
     for name, value in SECURITY_HEADERS.items():
         assert response.headers[name] == value
-    hostile = await client.get("/healthz", headers={"X-Request-ID": "x\u00e9" * 100})
-    assert hostile.headers["X-Request-ID"] != "x\u00e9" * 100
-    assert len(hostile.headers["X-Request-ID"]) == 26  # a fresh ULID
+    for bad in ("x" * 65, "a b", "<script>", ""):
+        answer = await client.get("/healthz", headers={"X-Request-ID": bad})
+        assert len(answer.headers["X-Request-ID"]) == 26  # replaced by a fresh ULID
 
 
 async def test_errors_have_one_json_shape(client: httpx.AsyncClient) -> None:

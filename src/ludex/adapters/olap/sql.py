@@ -1,17 +1,20 @@
-"""The ClickHouse wire codec both AnalyticsStore backends share.
+"""The ClickHouse value codec both AnalyticsStore backends share.
 
-chDB (in-process) and a ClickHouse server (HTTP interface) speak the same text
-protocol, so one module turns Python values into it and back:
+chDB (in-process) and a ClickHouse server (through clickhouse-connect) run the
+same SQL, and one module turns Python values into what the engine reads and its
+answers back into Python values, so both backends agree by construction:
 
 * :func:`render_params` renders ``{name:Type}`` parameter values in the
   *escaped* text form ClickHouse parses server-side (chDB's ``params=`` and the
   HTTP ``param_<name>`` fields take the same form). Values are never spliced
   into SQL; the engine parses them with the declared type.
-* :func:`encode_rows` serializes rows for ``INSERT ... FORMAT JSONCompactEachRow``
-  with msgspec (integers of any size stay exact).
+* :func:`row_values` takes the values of each row in column order (a missing
+  column is a ``ValueError``); :func:`encode_rows` serializes them for
+  ``INSERT ... FORMAT JSONCompactEachRow`` with msgspec (integers of any size
+  stay exact) and :func:`native_row_value` prepares them for clickhouse-connect.
 * :func:`decode_result` parses ``FORMAT JSONCompactEachRowWithNamesAndTypes``
-  and converts every value by its declared column type, so both backends
-  return the same Python types for the same columns:
+  (chDB) and :func:`normalize_native_rows` adjusts clickhouse-connect's Native
+  results; either way every value comes out by its declared column type:
 
   ====================================  ==========================================
   ClickHouse type                       Python value
@@ -31,7 +34,10 @@ protocol, so one module turns Python values into it and back:
 
   DateTime64 keeps microseconds; nanosecond digits beyond that are truncated.
   Naive datetimes are never returned, and datetimes passed in (rows or
-  parameters) that are naive are taken as UTC.
+  parameters) that are naive are taken as UTC. Float32 values are the shortest
+  decimal that reads back as the same Float32 (``0.1``, not
+  ``0.10000000149011612``), and decimals carry no trailing fractional zeros,
+  as in ClickHouse's text output. FixedString keeps its trailing NUL padding.
 
 This module must never do I/O and never build SQL from values.
 """
@@ -41,6 +47,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import struct
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
@@ -180,20 +187,45 @@ def _row_value(value: Any) -> Any:
 _row_encoder = msgspec.json.Encoder(decimal_format="number")
 
 
-def encode_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
-    """Rows as ``JSONCompactEachRow`` lines, values in ``columns`` order.
+def row_values(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    convert: Callable[[Any], Any] | None = None,
+) -> list[list[Any]]:
+    """The values of every row in ``columns`` order, each passed through ``convert``.
 
     A row without one of the columns raises ``ValueError`` naming the row and
     column: defaults are for columns left out of ``columns``, not for gaps.
     """
-    lines = []
+    table = []
     for index, row in enumerate(rows):
         try:
-            values = [_row_value(row[c]) for c in columns]
+            values = [row[c] for c in columns]
         except KeyError as exc:
             raise ValueError(f"row {index} has no value for column {exc.args[0]!r}") from None
-        lines.append(_row_encoder.encode(values))
+        table.append(values if convert is None else [convert(v) for v in values])
+    return table
+
+
+def encode_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
+    """Rows as ``JSONCompactEachRow`` lines, values in ``columns`` order (:func:`row_values`)."""
+    lines = [_row_encoder.encode(values) for values in row_values(rows, columns, _row_value)]
     return b"\n".join(lines) + b"\n"
+
+
+def native_row_value(value: Any) -> Any:
+    """A row value for clickhouse-connect's Native insert: naive datetimes become UTC.
+
+    clickhouse-connect would read a naive datetime as local time; everything
+    else it takes as is (ints of any size, Decimal, UUID, ipaddress, containers).
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, list | tuple):
+        return type(value)(native_row_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: native_row_value(v) for k, v in value.items()}
+    return value
 
 
 # --- results out ---------------------------------------------------------------
@@ -274,6 +306,18 @@ def _map(key: Converter, val: Converter) -> Converter:
     return lambda value: {key(k): val(v) for k, v in value.items()}
 
 
+def _tuple_element(arg: str) -> tuple[str | None, str]:
+    """One ``Tuple`` element as (name or None, type): ``x Int8``, ```a b` Int8`` or ``Int8``."""
+    if arg.startswith("`"):
+        end = arg.index("`", 1)
+        return arg[1:end], arg[end + 1 :].strip()
+    head = arg.split("(", 1)[0].strip()
+    if " " in head:
+        name, type_name = arg.split(" ", 1)
+        return name, type_name.strip()
+    return None, arg
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -311,10 +355,11 @@ def converter_for(type_name: str) -> Converter:
     if name == "Map":
         return _map(converter_for(args[0]), converter_for(args[1]))
     if name == "Tuple":
-        named = [a.split(" ", 1) for a in args]
-        if all(len(p) == 2 and _IDENTIFIER.match(p[0]) for p in named):
-            return _tuple([converter_for(p[1]) for p in named], [p[0] for p in named])
-        return _tuple([converter_for(a) for a in args], None)
+        elements = [_tuple_element(a) for a in args]
+        names = [n for n, _ in elements if n is not None]
+        return _tuple(
+            [converter_for(t) for _, t in elements], names if len(names) == len(args) else None
+        )
     return _identity
 
 
@@ -333,4 +378,89 @@ def decode_result(body: bytes) -> list[dict[str, Any]]:
     return [
         {name: conv(value) for name, conv, value in zip(names, converters, row, strict=True)}
         for row in table[2:]
+    ]
+
+
+# --- results from clickhouse-connect ---------------------------------------------
+#
+# clickhouse-connect already returns the table's Python types (queried with
+# tz_mode="aware", query_tz=UTC and tuples as tuples); these converters fix the
+# few values whose form differs from what chDB's text output gives. A type that
+# needs none maps to None, so most columns are passed through untouched.
+
+
+def _shortest_float32(value: float) -> float:
+    """The shortest decimal that reads back as the same Float32, as ClickHouse prints it."""
+    if math.isnan(value) or math.isinf(value):
+        return value
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        try:
+            if struct.unpack("<f", struct.pack("<f", candidate))[0] == value:
+                return candidate
+        except OverflowError:  # rounded past Float32's largest value
+            continue
+    return value
+
+
+def _trimmed_decimal(value: Decimal) -> Decimal:
+    """``value`` without trailing fractional zeros (``1.50`` → ``1.5``, ``100.00`` → ``100``)."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0:
+        return value
+    keep = len(digits)
+    while exponent < 0 and keep and digits[keep - 1] == 0:
+        keep -= 1
+        exponent += 1
+    if not keep:
+        return Decimal(0)
+    return Decimal((sign, digits[:keep], exponent))
+
+
+def _fixed_string(value: Any) -> Any:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+@lru_cache(maxsize=512)
+def native_converter_for(type_name: str) -> Converter | None:
+    """What turns a clickhouse-connect value of ``type_name`` into chDB's; None: nothing."""
+    name, args = _split_type(type_name)
+    if name == "LowCardinality":
+        return native_converter_for(args[0])
+    if name == "Nullable":
+        inner = native_converter_for(args[0])
+        return None if inner is None else _nullable(inner)
+    if name == "Float32":
+        return _shortest_float32
+    if name in _DECIMAL_TYPES:
+        return _trimmed_decimal
+    if name == "FixedString":
+        return _fixed_string
+    if name == "Array":
+        element = native_converter_for(args[0])
+        return None if element is None else _array(element)
+    if name == "Map":
+        key, val = native_converter_for(args[0]), native_converter_for(args[1])
+        if key is None and val is None:
+            return None
+        return _map(key or _identity, val or _identity)
+    if name == "Tuple":
+        parts = [native_converter_for(_tuple_element(a)[1]) for a in args]
+        if all(p is None for p in parts):
+            return None
+        return _tuple([p or _identity for p in parts], None)
+    return None
+
+
+def normalize_native_rows(
+    names: Sequence[str], type_names: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """clickhouse-connect result rows as dictionaries, values as :func:`decode_result` has them."""
+    converters = [native_converter_for(t) for t in type_names]
+    if all(c is None for c in converters):
+        return [dict(zip(names, row, strict=True)) for row in rows]
+    convert = [c or _identity for c in converters]
+    return [
+        {name: conv(value) for name, conv, value in zip(names, convert, row, strict=True)}
+        for row in rows
     ]
