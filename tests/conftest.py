@@ -47,3 +47,30 @@ def service_url(name: str) -> str:
     if os.environ.get("LUDEX_REQUIRE_SERVICES") == "1":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+BACKENDS = ("memory", "kafka", "redis", "sqlite", "postgres", "mysql", "chdb", "clickhouse")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show which backends the contract suites really ran against (and how it went)."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "tests/contract/" not in nodeid or "[" not in nodeid:
+                continue
+            if getattr(report, "when", "call") != "call" and outcome == "passed":
+                continue
+            params = nodeid[nodeid.index("[") + 1 : -1].split("-")
+            for backend in BACKENDS:
+                if backend in params:
+                    counts.setdefault(backend, {}).setdefault(outcome, 0)
+                    counts[backend][outcome] += 1
+    if not counts:
+        return
+    terminalreporter.section("contract suites by backend")
+    for backend in BACKENDS:
+        if backend in counts:
+            summary = ", ".join(f"{n} {o}" for o, n in sorted(counts[backend].items()))
+            terminalreporter.write_line(f"{backend:<10} {summary}")

@@ -247,13 +247,27 @@ async def test_undecodable_row_stops_the_relay_and_is_never_skipped(
 
 
 async def test_late_committing_lower_id_is_still_published(store: SqlStore, bus: EventBus) -> None:
-    if store.dialect == "sqlite":
-        pytest.skip(
-            "SQLite has a single writer: B's BEGIN IMMEDIATE waits for A, so a lower id "
-            "cannot commit after a higher one"
-        )
     relay = OutboxRelay(store, bus)
     early, late = bet("alice", 1), bet("alice", 2)
+    if store.dialect == "sqlite":
+        # SQLite has one writer (BEGIN IMMEDIATE): B waits for A, so a lower id can
+        # never commit after a higher one. Check that B really waits, then that both
+        # rows are published in commit order.
+        async with store.transaction() as first:
+            await add_to_outbox(first, early)
+
+            async def second_writer() -> None:
+                async with store.transaction() as second:
+                    await add_to_outbox(second, late)
+
+            waiting = asyncio.create_task(second_writer())
+            await asyncio.sleep(0.3)
+            assert not waiting.done(), "a second SQLite writer did not wait for the first"
+        await waiting
+        assert await relay.run_once() == 2
+        assert [r.envelope.id for r in await drain(bus)] == [early.id, late.id]
+        assert await unpublished(store) == 0
+        return
     async with store.transaction() as first:
         await add_to_outbox(first, early)  # gets the lower id, commits last
         async with store.transaction() as second:
