@@ -59,8 +59,15 @@ def build(settings: Settings) -> Container:
         settings=settings,
         store=create_store(settings.store_url, pool_size=settings.store_pool_size),
         analytics=create_analytics(settings.analytics_url),
-        bus=create_bus(settings.bus_url, partitions=settings.bus_partitions),
-        kv=create_key_value(settings.cache_url),
+        bus=create_bus(
+            settings.bus_url,
+            partitions=settings.bus_partitions,
+            namespace=settings.namespace,
+        ),
+        kv=create_key_value(
+            settings.cache_url,
+            namespace=f"{settings.namespace}:ludex:" if settings.namespace else "ludex:",
+        ),
         chain=create_chain(
             settings.chain_url,
             anvil_bin=settings.anvil_bin,

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
 
     environment: Literal["local", "test", "production"] = "local"
     service_name: str = Field(default="ludex", min_length=1, max_length=64)
+    namespace: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     data_dir: Path = Path("var")
 
     http_host: str = "127.0.0.1"
