@@ -14,7 +14,12 @@ never need to import a driver to catch a failure::
     ├── KeyValueError          KeyValue port misuse (bad lease, bad arguments)
     │   └── LockLost           a lease expired or was taken by another owner
     ├── StoreError             operational store failure (migration, integrity)
-    └── ChainError             a chain node failed or answered malformed data
+    ├── ChainError             a chain node failed or answered malformed data
+    └── PokerError             the poker domain refused something
+        ├── CardError          a card or card string is malformed
+        ├── IllegalAction      an action is not legal now (the message says why)
+        ├── HandHistoryError   a PHH hand history is malformed or cannot be replayed
+        └── FairnessError      a shuffle record does not verify (the message says where)
 
 Messages say what was wrong and what to do; they never contain secrets.
 """
@@ -64,3 +69,23 @@ class StoreError(LudexError):
 
 class ChainError(LudexError):
     """A chain node answered with an error or something malformed."""
+
+
+class PokerError(LudexError):
+    """The poker domain refused something."""
+
+
+class CardError(PokerError):
+    """A card or a card string is malformed."""
+
+
+class IllegalAction(PokerError):
+    """An action is not legal in the current state; the message says why."""
+
+
+class HandHistoryError(PokerError):
+    """A PHH hand history is malformed or cannot be replayed."""
+
+
+class FairnessError(PokerError):
+    """A shuffle record does not verify; the message says which card or link differs."""
