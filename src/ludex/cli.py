@@ -248,5 +248,126 @@ def bench_events(
     typer.echo(json.dumps(run_bench(count, repeat), indent=2))
 
 
+def _bench_output(result: dict[str, Any]) -> None:
+    """Print a backend benchmark's JSON; exit 1 when a backend failed (it says which)."""
+    typer.echo(json.dumps(result, indent=2))
+    failed = [name for name, entry in result["backends"].items() if "failed" in entry]
+    if failed:
+        typer.echo(f"ludex: bench: failed on {', '.join(failed)} (see the JSON)", err=True)
+        raise typer.Exit(1)
+
+
+def _quiet_logs() -> None:
+    """Library warnings go to stderr as JSON; stdout carries only the figures."""
+    from ludex.ops.logging import configure_logging
+
+    configure_logging("WARNING", json=True, service="ludex-bench")
+
+
+_SERVICE_HELP = "(default: {var} from the environment or .services/env; '' skips it)"
+
+
+@bench_app.command("bus")
+def bench_bus(
+    count: Annotated[int, typer.Option(min=1, help="Envelopes per publish round.")] = 20_000,
+    keys: Annotated[int, typer.Option(min=1, help="Distinct partition keys.")] = 1_000,
+    batch: Annotated[int, typer.Option(min=1, help="Envelopes per publish_many call.")] = 500,
+    rounds: Annotated[int, typer.Option(min=1, help="Publish rounds; the best is reported.")] = 3,
+    latency_samples: Annotated[
+        int, typer.Option(min=0, help="Single publishes timed end to end (0: none).")
+    ] = 200,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions per topic.")] = 8,
+    kafka: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Kafka URL " + _SERVICE_HELP.format(var="LUDEX_TEST_KAFKA_URL"),
+        ),
+    ] = None,
+) -> None:
+    """Event bus publish/consume rates and latency: ludex (memory, Kafka) against bare aiokafka."""
+    from ludex.bench.bus import run as run_bench
+
+    _quiet_logs()
+    _bench_output(
+        asyncio.run(
+            run_bench(
+                count,
+                keys=keys,
+                batch=batch,
+                rounds=rounds,
+                latency_samples=latency_samples,
+                partitions=partitions,
+                kafka=kafka,
+            )
+        )
+    )
+
+
+@bench_app.command("kv")
+def bench_kv(
+    ops: Annotated[int, typer.Option(min=1, help="Operations per kind and run.")] = 10_000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent tasks.")] = 50,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs; the best is reported.")] = 2,
+    keys: Annotated[int, typer.Option(min=1, help="Distinct keys for get/set.")] = 1_000,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Redis URL " + _SERVICE_HELP.format(var="LUDEX_TEST_REDIS_URL"),
+        ),
+    ] = None,
+) -> None:
+    """KeyValue op rates (get, set, CAS, rate limit, remember, lock): ludex against redis-py."""
+    from ludex.bench.kv import run as run_bench
+
+    _quiet_logs()
+    _bench_output(
+        asyncio.run(run_bench(ops, concurrency=concurrency, repeat=repeat, keys=keys, redis=redis))
+    )
+
+
+@bench_app.command("outbox")
+def bench_outbox(
+    rows: Annotated[int, typer.Option(min=1, help="Outbox rows per phase and round.")] = 5_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the best is reported.")] = 2,
+    txn_size: Annotated[int, typer.Option(min=1, help="Rows per write transaction.")] = 100,
+    relay_batch: Annotated[int, typer.Option(min=1, help="Relay batch size.")] = 500,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="PostgreSQL URL " + _SERVICE_HELP.format(var="LUDEX_TEST_POSTGRES_URL"),
+        ),
+    ] = None,
+    mysql: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="MariaDB/MySQL URL " + _SERVICE_HELP.format(var="LUDEX_TEST_MYSQL_URL"),
+        ),
+    ] = None,
+) -> None:
+    """Outbox write and relay rates (SQLite, PostgreSQL, MariaDB) against bare SQLAlchemy inserts.
+
+    Server backends run in a fresh database the run creates and drops (needs CREATE DATABASE).
+    """
+    from ludex.bench.outbox import run as run_bench
+
+    _quiet_logs()
+    _bench_output(
+        asyncio.run(
+            run_bench(
+                rows,
+                rounds=rounds,
+                txn_size=txn_size,
+                relay_batch=relay_batch,
+                postgres=postgres,
+                mysql=mysql,
+            )
+        )
+    )
+
+
 def entrypoint() -> None:  # pragma: no cover - console script shim
     sys.exit(app())

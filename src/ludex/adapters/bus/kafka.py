@@ -250,10 +250,12 @@ class KafkaBus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.publish_timeout
         futures: list[asyncio.Future[Any]] = []
+        # One deadline for the whole batch: a wait_for per record would start a task
+        # per send and cost most of the producer's throughput.
         with self.translated("publish"):
-            for topic, envelope, value in encoded:
-                queued = await asyncio.wait_for(
-                    producer.send(
+            async with asyncio.timeout_at(deadline):
+                for topic, envelope, value in encoded:
+                    queued = await producer.send(
                         topic,
                         value=value,
                         key=envelope.key.encode(),
@@ -262,11 +264,9 @@ class KafkaBus:
                             ("ludex-event-type", envelope.type.encode()),
                             ("ludex-event-id", envelope.id.encode()),
                         ],
-                    ),
-                    max(deadline - loop.time(), 0.001),
-                )
-                queued.add_done_callback(_observe)
-                futures.append(queued)
+                    )
+                    queued.add_done_callback(_observe)
+                    futures.append(queued)
         _, pending = await asyncio.wait(futures, timeout=max(deadline - loop.time(), 0.001))
         if pending:
             # The idempotent producer keeps retrying queued records until the broker is

@@ -93,9 +93,10 @@ async def add_to_outbox(session: AsyncSession, *envelopes: Envelope) -> None:
         )
     now = datetime.now(UTC)
     rows = [_row(envelope, now) for envelope in envelopes]
-    # One statement per row keeps ids in argument order on every backend.
-    for row in rows:
-        await session.execute(insert(outbox).values(**row))
+    # One multi-row INSERT (executemany: a single VALUES list on SQLite and PostgreSQL, a
+    # rewritten multi-row INSERT on MySQL); every backend assigns the autoincrement ids
+    # in row order within one statement, which keeps ids in argument order.
+    await session.execute(insert(outbox), rows)
 
 
 async def fetch_unpublished(session: AsyncSession, limit: int) -> list[OutboxRow]:

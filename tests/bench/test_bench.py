@@ -1,0 +1,136 @@
+"""The ``ludex bench`` benchmarks run end to end on tiny inputs (memory and SQLite only).
+
+No timing is asserted: speed is measured by the benchmarks themselves. These tests
+check the JSON each one prints: its shape, that every operation requested was
+carried out, that the figures are positive, and that a backend without a URL is
+reported as skipped rather than left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from ludex.bench import bus, kv, outbox
+from ludex.cli import app
+
+
+def _positive_numbers(value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        assert value > 0
+    elif isinstance(value, dict):
+        for item in value.values():
+            _positive_numbers(item)
+
+
+def _common(result: dict[str, Any], name: str) -> None:
+    assert result["benchmark"] == name
+    assert result["python"].count(".") == 2
+    assert result["note"]
+    json.dumps(result)  # printable as it is
+
+
+async def test_bus_bench_on_memory() -> None:
+    result = await bus.run(60, keys=7, batch=25, rounds=2, latency_samples=5, kafka="")
+    _common(result, "bus")
+    assert result["input"]["events"] == 60
+    assert result["backends"]["kafka"] == {"skipped": "kafka disabled on the command line"}
+    figures = result["backends"]["memory"]["ludex"]
+    assert figures["published"] == figures["consumed"] == 120  # 2 rounds of 60
+    for name in ("publish_per_s", "consume_per_s"):
+        assert figures[name] > 0
+    assert figures["end_to_end_latency"]["samples"] == 5
+    assert 0 < figures["end_to_end_latency"]["p50_ms"] <= figures["end_to_end_latency"]["p99_ms"]
+
+
+async def test_kv_bench_on_memory() -> None:
+    result = await kv.run(40, concurrency=4, keys=5, redis="")
+    _common(result, "kv")
+    assert result["backends"]["redis"] == {"skipped": "redis disabled on the command line"}
+    figures = result["backends"]["memory"]["ludex"]
+    assert set(figures) == set(kv.KINDS)
+    for kind in kv.KINDS:
+        assert figures[kind]["ops"] == 40
+        assert figures[kind]["ops_per_s"] > 0
+
+
+async def test_outbox_bench_on_sqlite() -> None:
+    result = await outbox.run(30, txn_size=7, relay_batch=11, postgres="", mysql="")
+    _common(result, "outbox")
+    assert result["backends"]["postgres"] == {"skipped": "postgres disabled on the command line"}
+    assert result["backends"]["mysql"] == {"skipped": "mysql disabled on the command line"}
+    sqlite = result["backends"]["sqlite"]
+    assert "failed" not in sqlite
+    for figures in (*sqlite["ludex"].values(), *sqlite["peer_sqlalchemy"].values()):
+        assert figures["rows"] == 30
+        assert figures["rows_per_s"] > 0
+    _positive_numbers(sqlite["add_vs_peer"])
+
+
+def test_missing_service_url_is_reported_as_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from ludex.bench import _common as common
+
+    monkeypatch.delenv("LUDEX_TEST_KAFKA_URL", raising=False)
+    monkeypatch.setattr(common, "_env_files", lambda: [tmp_path / "absent"])
+    url, reason = common.resolve("kafka", None)
+    assert url is None
+    assert reason is not None
+    assert "scripts/services up" in reason
+    assert "--kafka" in reason
+
+
+def test_env_file_supplies_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from ludex.bench import _common as common
+
+    env = tmp_path / "env"
+    env.write_text("# services\nLUDEX_TEST_REDIS_URL=redis://example:1/0\n")
+    monkeypatch.delenv("LUDEX_TEST_REDIS_URL", raising=False)
+    monkeypatch.setattr(common, "_env_files", lambda: [env])
+    assert common.resolve("redis", None) == ("redis://example:1/0", None)
+    assert common.resolve("redis", "redis://given:2/0") == ("redis://given:2/0", None)
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """The bench commands configure logging for the process; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
+        structlog.contextvars.clear_contextvars()
+
+
+@pytest.mark.usefixtures("logging_restored")
+@pytest.mark.parametrize(
+    ("args", "skipped"),
+    [
+        (
+            ["bus", "--count", "20", "--rounds", "1", "--latency-samples", "2", "--kafka", ""],
+            "kafka",
+        ),
+        (["kv", "--ops", "10", "--concurrency", "2", "--redis", ""], "redis"),
+        (["outbox", "--rows", "10", "--postgres", "", "--mysql", ""], "postgres"),
+    ],
+    ids=["bus", "kv", "outbox"],
+)
+def test_cli_prints_json(args: list[str], skipped: str) -> None:
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["benchmark"] == args[0]
+    assert "skipped" in printed["backends"][skipped]
