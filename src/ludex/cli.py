@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ludex import __version__
+from ludex.cli_poker import poker_app
 from ludex.config import Settings, load_settings, redact_url
 from ludex.errors import ConfigError, LudexError
 
@@ -34,6 +35,7 @@ app.add_typer(config_app, name="config")
 bench_app = typer.Typer(help="Benchmarks: our figures and peers', as JSON.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(bench_app, name="bench")
+app.add_typer(poker_app, name="poker")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -265,6 +267,32 @@ def _quiet_logs() -> None:
 
 
 _SERVICE_HELP = "(default: {var} from the environment or .services/env; '' skips it)"
+
+
+@bench_app.command("poker")
+def bench_poker(
+    evaluations: Annotated[
+        int, typer.Option(min=1_000, help="Random 7-card hands evaluated one at a time.")
+    ] = 200_000,
+    batch: Annotated[
+        int, typer.Option(min=1_000, help="Random 7-card hands evaluated in one batch.")
+    ] = 10_000_000,
+    hands: Annotated[int, typer.Option(min=10, help="Random 6-max NLHE hands for ludex.")] = 5_000,
+    peer_hands: Annotated[
+        int, typer.Option(min=10, help="Of those, how many pokerkit plays too.")
+    ] = 500,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds; the best is reported.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the random hands.")] = 0,
+) -> None:
+    """Evaluator rates (against phevaluator and treys) and hands/s (against pokerkit)."""
+    from ludex.bench import poker_eval, poker_hands
+
+    result = {
+        "benchmark": "poker",
+        "evaluator": poker_eval.run(count=evaluations, repeat=repeat, batch_count=batch),
+        "hands": poker_hands.run(hands=hands, seed=seed, peer_hands=min(peer_hands, hands)),
+    }
+    typer.echo(json.dumps(result, indent=2))
 
 
 @bench_app.command("bus")
