@@ -1,9 +1,11 @@
-"""The hand evaluator: exhaustive 5-card counts, differential tests against phevaluator
-and treys, Omaha against a brute-force reference, batch against one-at-a-time."""
+"""The hand evaluator: exhaustive 5- and 7-card counts, differential tests against
+phevaluator and treys, Omaha against a brute-force reference, batch against
+one-at-a-time."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 
 import numpy as np
@@ -22,6 +24,7 @@ from ludex.poker.evaluator import (
     evaluate_batch,
     evaluate_omaha,
     evaluate_omaha_batch,
+    seven_card_rank_histogram,
 )
 
 
@@ -69,6 +72,57 @@ def test_all_five_card_hands_give_7462_ranks_with_the_standard_category_counts()
     }
     sample = np.random.default_rng(5).choice(len(hands), 20_000, replace=False)
     assert [evaluate(hands[i].tolist()) for i in sample] == ranks[sample].tolist()
+
+
+# --- exhaustive 7-card hands ----------------------------------------------------------
+
+SEVEN_CARD_HANDS = math.comb(52, 7)
+
+
+def test_all_seven_card_hands_give_4824_ranks_with_the_published_category_counts() -> None:
+    histogram = seven_card_rank_histogram()
+    assert histogram.shape == (WORST_RANK + 1,)
+    assert histogram.dtype == np.int64
+    assert histogram[0] == 0
+    assert int(histogram.sum()) == SEVEN_CARD_HANDS == 133_784_560
+    # Only 4,824 of the 7,462 five-card ranks can be the best five of seven cards.
+    assert np.count_nonzero(histogram) == 4_824
+    by_category: Counter[HandCategory] = Counter()
+    for rank in np.flatnonzero(histogram).tolist():
+        by_category[category(rank)] += int(histogram[rank])
+    # Published counts (e.g. Wikipedia, "Poker probability", 7-card hands).
+    assert by_category == {
+        HandCategory.STRAIGHT_FLUSH: 41_584,
+        HandCategory.FOUR_OF_A_KIND: 224_848,
+        HandCategory.FULL_HOUSE: 3_473_184,
+        HandCategory.FLUSH: 4_047_644,
+        HandCategory.STRAIGHT: 6_180_020,
+        HandCategory.THREE_OF_A_KIND: 6_461_620,
+        HandCategory.TWO_PAIR: 31_433_400,
+        HandCategory.ONE_PAIR: 58_627_800,
+        HandCategory.HIGH_CARD: 23_294_460,
+    }
+    assert histogram[1] == 4_324  # royal flush
+    assert int(histogram[2:11].sum()) == 37_260  # other straight flushes
+
+
+def test_the_seven_card_enumeration_ranks_each_hand_as_evaluate_batch_does() -> None:
+    # Sampled lexicographic ordinals, both ends included: the kernel reports the hand
+    # it enumerated at each and the rank it counted for it.
+    rng = np.random.default_rng(17)
+    drawn = rng.integers(0, SEVEN_CARD_HANDS, 200_000, dtype=np.int64)
+    samples = np.unique(np.concatenate([drawn, [0, 1, SEVEN_CARD_HANDS - 1]]))
+    histogram, hands, ranks = _kernels.seven_card_histogram(samples)
+    assert np.array_equal(histogram, seven_card_rank_histogram())
+    assert hands[0].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert hands[1].tolist() == [0, 1, 2, 3, 4, 5, 7]
+    assert hands[-1].tolist() == [45, 46, 47, 48, 49, 50, 51]
+    # Each hand sits at its ordinal: the lexicographic rank of a 7-subset of 0..51.
+    comb = np.array([[math.comb(n, k) for k in range(8)] for n in range(52)], dtype=np.int64)
+    columns = hands.astype(np.int64)
+    before = sum(comb[51 - columns[:, i], 7 - i] for i in range(7))
+    assert np.array_equal(SEVEN_CARD_HANDS - 1 - before, samples)
+    assert np.array_equal(ranks, evaluate_batch(hands))
 
 
 # --- differential: phevaluator and treys -----------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from ludex.poker import _tables as tables
 
@@ -231,6 +231,94 @@ def evaluate_omaha_rows(
     return out
 
 
+# --- exhaustive 7-card enumeration ---------------------------------------------------
+
+
+@_parallel
+def _seven_card_histograms(
+    card_keys: Any,
+    offsets: Any,
+    hash_ranks: Any,
+    flush: Any,
+    samples: Any,
+    hists: Any,
+    sample_hands: Any,
+    sample_ranks: Any,
+) -> None:
+    """Rank counts of every 7-card hand, one histogram row per chunk.
+
+    Hands are enumerated in lexicographic order (``a < b < ... < g``) with keys and
+    card masks built up loop by loop; chunk ``t`` takes the subtrees of the first two
+    cards whose pair index is ``t`` modulo the number of chunks, which balances the
+    work. ``samples`` holds strictly ascending ordinals; the hand at each and its
+    rank go to ``sample_hands`` and ``sample_ranks``.
+    """
+    chunks = hists.shape[0]
+    n_samples = samples.shape[0]
+    for chunk in prange(chunks):
+        hist = hists[chunk]
+        pair = -1
+        start = 0  # lexicographic ordinal of the subtree's first hand
+        for a in range(46):
+            key_a = card_keys[a]
+            seen_a = 1 << a
+            for b in range(a + 1, 47):
+                pair += 1
+                size = _combination_count(51 - b, 5)
+                first = start
+                start += size
+                if pair % chunks != chunk:
+                    continue
+                k = np.searchsorted(samples, first)
+                target = samples[k] if k < n_samples else -1
+                ordinal = first
+                key_b = key_a + card_keys[b]
+                seen_b = seen_a | (1 << b)
+                for c in range(b + 1, 48):
+                    key_c = key_b + card_keys[c]
+                    seen_c = seen_b | (1 << c)
+                    for d in range(c + 1, 49):
+                        key_d = key_c + card_keys[d]
+                        seen_d = seen_c | (1 << d)
+                        for e in range(d + 1, 50):
+                            key_e = key_d + card_keys[e]
+                            seen_e = seen_d | (1 << e)
+                            for f in range(e + 1, 51):
+                                key_f = key_e + card_keys[f]
+                                seen_f = seen_e | (1 << f)
+                                for g in range(f + 1, 52):
+                                    rank = _rank_with_cards(
+                                        key_f + card_keys[g],
+                                        seen_f | (1 << g),
+                                        offsets,
+                                        hash_ranks,
+                                        flush,
+                                    )
+                                    hist[rank] += 1
+                                    if ordinal == target:
+                                        hand = sample_hands[k]
+                                        hand[0], hand[1], hand[2], hand[3] = a, b, c, d
+                                        hand[4], hand[5], hand[6] = e, f, g
+                                        sample_ranks[k] = rank
+                                        k += 1
+                                        target = samples[k] if k < n_samples else -1
+                                    ordinal += 1
+
+
+def seven_card_histogram(
+    samples: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.uint16]]:
+    """Counts of each rank (index 0..7462) over all C(52, 7) hands, plus the hands and
+    ranks at the strictly ascending lexicographic ordinals ``samples`` (cross-checks)."""
+    hists = np.zeros((get_num_threads(), 7463), dtype=np.int64)
+    sample_hands = np.zeros((samples.shape[0], 7), dtype=np.uint8)
+    sample_ranks = np.zeros(samples.shape[0], dtype=np.uint16)
+    _seven_card_histograms(
+        CARD_KEYS, OFFSETS, HASH_RANKS, FLUSH_RANKS, samples, hists, sample_hands, sample_ranks
+    )
+    return hists.sum(axis=0), sample_hands, sample_ranks
+
+
 # --- equity -----------------------------------------------------------------------
 
 
@@ -314,7 +402,7 @@ def _showdowns(
                 _omaha_pairs(holes[p], card_keys, rank_bits, pair_keys[p], pair_bits[p])
             else:
                 hole_keys[p] = card_keys[holes[p, 0]] + card_keys[holes[p, 1]]
-                hole_seen[p] = (np.int64(1) << holes[p, 0]) | (np.int64(1) << holes[p, 1])
+                hole_seen[p] = (1 << holes[p, 0]) | (1 << holes[p, 1])
         triple_keys = np.empty(10, dtype=np.int64)
         triple_bits = np.empty(10, dtype=np.int64)
         for b in range(chunk * n // chunks, (chunk + 1) * n // chunks):

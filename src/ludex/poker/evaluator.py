@@ -12,6 +12,9 @@ Two entry points:
 * :func:`evaluate_batch` / :func:`evaluate_omaha_batch` rank NumPy arrays of hands
   with numba kernels (:mod:`ludex.poker._kernels`), in parallel over rows.
 
+:func:`seven_card_rank_histogram` counts the ranks of all C(52, 7) seven-card hands
+with the batch kernels' table logic (the exhaustive check in the tests).
+
 Importing this module is cheap: the tables are read from ``data/`` on the first
 evaluation and numba is imported on the first batch call (which compiles the
 kernels, or loads them from numba's cache).
@@ -43,6 +46,7 @@ __all__ = [
     "evaluate_batch",
     "evaluate_omaha",
     "evaluate_omaha_batch",
+    "seven_card_rank_histogram",
 ]
 
 WORST_RANK: Final = 7462
@@ -350,3 +354,18 @@ def evaluate_omaha_batch(hole: npt.ArrayLike, board: npt.ArrayLike) -> npt.NDArr
     ranks = _kernels.evaluate_omaha_rows(holes, boards)
     _raise_bad_row(np.hstack([holes, boards]), ranks, "hole+board")
     return ranks
+
+
+def seven_card_rank_histogram() -> npt.NDArray[np.int64]:
+    """How many of the 133,784,560 seven-card hands have each rank.
+
+    An int64 array of 7,463 counts indexed by rank (index 0 is unused and always 0),
+    so ``hist.sum() == math.comb(52, 7)``. The hands are enumerated in a numba kernel
+    without materialising them, using the same lookup as :func:`evaluate_batch`
+    (well under a second on two cores once compiled; the first call in a process
+    compiles the kernel or loads it from numba's cache). Pure: a new array each call.
+    """
+    from ludex.poker import _kernels
+
+    histogram, _, _ = _kernels.seven_card_histogram(np.empty(0, dtype=np.int64))
+    return histogram
