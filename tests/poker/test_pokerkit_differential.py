@@ -10,11 +10,11 @@ Where the rules differ by design the test says which, and checks the difference
 is exactly that:
 
 * **Reopening the betting.** pokerkit lets a player who already acted raise again
-  in two cases where the WSOP rule does not (a raise smaller than the big blind
-  before the flop, which pokerkit counts from zero; an all-in bet smaller than the
-  minimum bet after a check). ludex refuses these, so its legal raises are a subset
-  of pokerkit's; every extra raise pokerkit offers is checked to be one ludex
-  refuses as "not reopened".
+  in two cases where the rule (TDA 2024 Rule 47-A, WSOP Tournament Rule 96) does
+  not (a raise smaller than the big blind before the flop, which pokerkit counts
+  from zero; an all-in bet smaller than the minimum bet after a check). ludex
+  refuses these, so its legal raises are a subset of pokerkit's; every extra raise
+  pokerkit offers is checked to be one ludex refuses as "not reopened".
 * **Odd chips and rake when a pot is split across several pots.** ludex splits and
   rakes each pot as the betting formed it. pokerkit first removes the hands that
   cannot win, then merges pots whose remaining players are the same, and splits (and

@@ -65,7 +65,7 @@ def test_blinds_are_posted_left_of_the_button_and_utg_acts_first() -> None:
 
 
 def test_heads_up_button_posts_small_blind_acts_first_preflop_and_last_after() -> None:
-    """TDA Rule 34 / WSOP: heads-up the button is the small blind."""
+    """TDA 2024 Rule 34-B / WSOP Tournament Rule 87: heads-up the button is the small blind."""
     state = dealt(NLHE, [100, 100], 1, ["AhKh", "2c3d"])
     assert state.bets == [2, 1]
     assert state.actor == 1
@@ -104,7 +104,7 @@ def test_big_blind_ante_is_dead_money_posted_after_the_blind() -> None:
 
 
 def test_straddle_acts_last_and_the_minimum_raise_is_three_big_blinds() -> None:
-    """WSOP Live Action Rule 11: after a 2x straddle the minimum raise is to 3 BB."""
+    """2024 WSOP Live Action Rule 11: after a 2x straddle the minimum raise is to 3 BB."""
     config = GameConfig(small_blind=1, big_blind=2, straddles=(4,), seat_count=10)
     state = dealt(config, [100] * 4, 0, ["AsAh", "2c3d", "7h8d", "KcKd"])
     assert isinstance(state.operations[3], PostStraddle)
@@ -119,7 +119,7 @@ def test_straddle_acts_last_and_the_minimum_raise_is_three_big_blinds() -> None:
 
 
 def test_dead_small_blind_and_missed_blind_posts() -> None:
-    """Dead button (TDA Rule 32): no small blind; a returning player posts BB live, SB dead."""
+    """Dead button (TDA 2024 Rule 32): no small blind; a returning player posts BB live, SB dead."""
     state = dealt(
         NLHE,
         [100, 100, 100, 100],
@@ -159,7 +159,7 @@ def test_postflop_minimum_bet_is_the_big_blind() -> None:
 
 
 def test_incomplete_all_in_does_not_reopen_betting_for_players_who_acted() -> None:
-    """WSOP/TDA: an all-in of less than a full raise does not reopen the betting."""
+    """TDA 2024 Rule 47-A / WSOP Tournament Rule 96: a short all-in does not reopen the betting."""
     state = dealt(NLHE, [15, 200, 200, 200], 0, ["AsAh", "2c3d", "7h8d", "KcKd"])
     state.bet_or_raise(10)  # UTG (3), a raise of 8
     state.bet_or_raise(15)  # button all-in: +5, less than a full raise
@@ -288,7 +288,7 @@ def test_heads_up_odd_chip_goes_to_the_big_blind() -> None:
 
 
 def test_showdown_order_last_aggressor_first_and_losers_may_muck() -> None:
-    """TDA/WSOP: the last aggressor on the final round shows first; others may muck."""
+    """TDA 2024 Rule 17-A: the last aggressor on the final round shows first; others may muck."""
     state = dealt(NLHE, [100, 100, 100], 0, ["KcKd", "AsAh", "QcQd"])
     for _ in range(3):
         state.check_or_call()
@@ -337,7 +337,7 @@ def test_the_last_player_in_a_pot_cannot_muck() -> None:
 
 
 def test_all_in_preflop_shows_every_hand_and_deals_the_board_without_betting() -> None:
-    """WSOP/TDA: when a player is all-in and the action is complete, hands are tabled."""
+    """TDA 2024 Rule 16: when a player is all-in and the action is complete, hands are tabled."""
     state = dealt(NLHE, [50, 100], 0, ["KcKd", "AsAh"])
     state.bet_or_raise(50)
     state.check_or_call()

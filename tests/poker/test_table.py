@@ -1,4 +1,4 @@
-"""Button and blinds between hands: the WSOP/TDA dead button, heads-up, missed blinds."""
+"""Button and blinds between hands: the TDA/WSOP dead button, heads-up, missed blinds."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_full_table_moves_everything_one_seat() -> None:
 
 
 def test_big_blind_leaves_so_the_small_blind_is_dead_then_the_button() -> None:
-    """TDA Rule 32: the big blind always moves to the next player; SB and button may be dead."""
+    """TDA 2024 Rule 32: the big blind always moves to the next player; SB, button may be dead."""
     hand1 = next_hand(6, [0, 1, 2, 3, 4, 5], first_button=0)  # BTN 0, SB 1, BB 2
     hand2 = next_hand(6, [0, 1, 3, 4, 5], hand1)  # seat 2 leaves
     assert (hand2.button_seat, hand2.small_blind_seat, hand2.big_blind_seat) == (1, 2, 3)
@@ -46,7 +46,7 @@ def test_dead_button_positions_drive_a_hand() -> None:
 
 
 def test_heads_up_the_button_is_the_small_blind_and_the_big_blind_alternates() -> None:
-    """TDA Rule 34."""
+    """TDA 2024 Rule 34-B."""
     first = next_hand(9, [2, 7], first_button=2)
     assert (first.button_seat, first.small_blind_seat, first.big_blind_seat) == (2, 2, 7)
     second = next_hand(9, [2, 7], first)

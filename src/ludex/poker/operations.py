@@ -27,7 +27,7 @@ class Operation(msgspec.Struct, frozen=True, tag=True, array_like=True, gc=False
 class StartHand(Operation, frozen=True, tag=True, array_like=True, gc=False):
     """The hand began: starting stacks, the button and who posts which blind.
 
-    ``small_blind`` is None when the small blind is dead (WSOP dead button);
+    ``small_blind`` is None when the small blind is dead (dead button, TDA 2024 Rule 32);
     ``missed_blinds`` lists ``(player, live, dead)`` posts of players returning
     after missing their blinds.
     """

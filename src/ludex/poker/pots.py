@@ -62,7 +62,7 @@ def split(amount: int, winners: Sequence[int]) -> tuple[int, ...]:
     """Equal shares of ``amount``; the odd chips go to ``winners[0]``.
 
     The caller orders ``winners`` clockwise from the first seat left of the
-    button, so the odd chips go to that seat (WSOP; see ``docs/poker.md``).
+    button, so the odd chips go to that seat (TDA 2024 Rule 20-A; see ``docs/poker.md``).
     """
     quotient, remainder = divmod(amount, len(winners))
     if not remainder:

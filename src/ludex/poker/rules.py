@@ -103,7 +103,7 @@ class GameConfig:
 
     @property
     def preflop_increment(self) -> int:
-        """The minimum raise increment before the flop (WSOP Live Action Rule 11).
+        """The minimum raise increment before the flop (2024 WSOP Live Action Rule 11).
 
         The big blind counts as a bet of its size and each straddle as a raise over
         the previous level, so at 1/2 with a 4 straddle the minimum raise is to 6

@@ -1,13 +1,13 @@
 """Between hands: where the button and blinds go, and who owes missed blinds.
 
-We follow the dead-button rule of the WSOP Live Action Rules and the TDA (Rule 32
-in the 2024 TDA rules): the big blind moves to the next player in the hand after
-the previous big blind, every hand, so nobody skips or repeats it; the small
-blind is then the previous big blind's seat and the button the previous small
-blind's seat. Either may land on an empty seat (a *dead* small blind, posted by
-nobody, or a *dead* button, which still decides the order of play). Heads-up the
-button posts the small blind (TDA Rule 34), so the button is the player who is
-not the big blind.
+We follow the dead button of the TDA rules (2024 Rule 32) and the WSOP Tournament
+Rules (2026 Rule 85), as we read them (see ``docs/poker.md``): the big blind moves
+to the next player in the hand after the previous big blind, every hand, so nobody
+skips or repeats it; the small blind is then the previous big blind's seat and the
+button the previous small blind's seat. Either may land on an empty seat (a *dead*
+small blind, posted by nobody, or a *dead* button, which still decides the order of
+play). Heads-up the button posts the small blind (TDA 2024 Rule 34-B, WSOP
+Tournament Rule 87), so the button is the player who is not the big blind.
 
 A seated player who sits out while the big blind passes their seat has missed
 the blinds; to be dealt in again before their big blind they post the big blind
