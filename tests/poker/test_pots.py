@@ -30,10 +30,13 @@ def test_dead_money_goes_to_the_main_pot() -> None:
     assert build_pots([0, 0], [True, True], dead=3) == [Pot(3, (0, 1))]
 
 
-def test_split_gives_the_odd_chips_to_the_first_winner() -> None:
+def test_split_gives_one_odd_chip_each_from_the_first_winner() -> None:
+    """TDA 20-A: the odd chip to the first seat left of the button; nobody gets two."""
     assert split(10, [4, 1]) == (5, 5)
     assert split(11, [4, 1]) == (6, 5)
-    assert split(11, [2, 0, 1]) == (5, 3, 3)
+    assert split(11, [2, 0, 1]) == (4, 4, 3)
+    assert split(3, [5, 1, 2, 3]) == (1, 1, 1, 0)
+    assert sum(split(1_000_003, [0, 1, 2, 3, 4, 5, 6])) == 1_000_003
 
 
 @given(

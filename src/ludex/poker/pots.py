@@ -59,12 +59,12 @@ def build_pots(
 
 
 def split(amount: int, winners: Sequence[int]) -> tuple[int, ...]:
-    """Equal shares of ``amount``; the odd chips go to ``winners[0]``.
+    """Equal shares of ``amount``; odd chips one each to the first winners in order.
 
-    The caller orders ``winners`` clockwise from the first seat left of the
-    button, so the odd chips go to that seat (TDA 2024 Rule 20-A; see ``docs/poker.md``).
+    The caller orders ``winners`` clockwise from the first seat left of the button, so
+    the odd chip goes to that seat (TDA 2024 Rule 20-A), and when a pot leaves several
+    odd chips no player receives more than one (11 among three ties: 4, 4, 3); see
+    ``docs/poker.md``.
     """
     quotient, remainder = divmod(amount, len(winners))
-    if not remainder:
-        return (quotient,) * len(winners)
-    return (quotient + remainder,) + (quotient,) * (len(winners) - 1)
+    return tuple(quotient + (1 if i < remainder else 0) for i in range(len(winners)))
