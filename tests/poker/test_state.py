@@ -336,6 +336,27 @@ def test_the_last_player_in_a_pot_cannot_muck() -> None:
     assert state.stacks == [102, 98]  # the mucked aces forfeit
 
 
+def test_with_a_player_all_in_nobody_may_muck_at_showdown() -> None:
+    """TDA 2024 Rule 16 (and its Example 3): a player is all-in before the flop, the two
+    others check the hand down; when the action is complete every hand is tabled."""
+    state = dealt(NLHE, [10, 100, 100], 0, ["KcKd", "AsAh", "QcQd"])
+    state.bet_or_raise(10)  # player 0 (button) all-in
+    state.check_or_call()
+    state.check_or_call()
+    assert state.stacks[0] == 0
+    check_down(state, "2c7d9hJs3c")
+    assert state.phase is Phase.SHOWDOWN
+    loser = state.actor
+    assert loser is not None
+    with pytest.raises(IllegalAction, match="a player is all-in"):
+        state.show_or_muck(False)
+    while state.phase is Phase.SHOWDOWN:
+        state.show_or_muck()
+    shown = {op.player: op.cards for op in state.operations if isinstance(op, ShowOrMuck)}
+    assert shown == {0: tuple(cards("KcKd")), 1: tuple(cards("AsAh")), 2: tuple(cards("QcQd"))}
+    assert state.stacks == [0, 120, 90]
+
+
 def test_all_in_preflop_shows_every_hand_and_deals_the_board_without_betting() -> None:
     """TDA 2024 Rule 16: when a player is all-in and the action is complete, hands are tabled."""
     state = dealt(NLHE, [50, 100], 0, ["KcKd", "AsAh"])

@@ -705,6 +705,8 @@ class State:
 
     def _may_muck(self, player: int) -> bool:
         status = self._status
+        if any(s == _IN and not self.stacks[i] for i, s in enumerate(status)):
+            return False  # TDA 16: with a player all-in, every hand is tabled
         for pot in self._contest_pots():
             if player in pot.eligible and not any(
                 status[i] == _IN for i in pot.eligible if i != player
@@ -724,7 +726,10 @@ class State:
         if player is not None and player != actor:
             raise IllegalAction(f"player {player} is out of turn: player {actor} shows first")
         if show is False and not self._may_muck(actor):
-            raise IllegalAction(f"player {actor} is the last player left in a pot and must show")
+            raise IllegalAction(
+                f"player {actor} must show: a player is all-in (every hand is tabled) "
+                "or this is the last hand left in a pot"
+            )
         if cards is not None and show is not False:
             hole = self.holes[actor]
             if len(cards) != len(hole):
