@@ -281,7 +281,7 @@ def bench_poker(
     peer_hands: Annotated[
         int, typer.Option(min=10, help="Of those, how many pokerkit plays too.")
     ] = 500,
-    repeat: Annotated[int, typer.Option(min=1, help="Rounds; the best is reported.")] = 3,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds; the best is reported.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the random hands.")] = 0,
 ) -> None:
     """Evaluator rates (against phevaluator and treys) and hands/s (against pokerkit)."""
