@@ -11,7 +11,8 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from ludex.cli import app
-from ludex.events import BetPlaced, encode, new_event
+from ludex.events import encode, new_event
+from tests.factories import bet_placed
 
 runner = CliRunner()
 
@@ -73,16 +74,7 @@ def test_events_list_names_every_type() -> None:
 def test_events_validate_reports_each_bad_line(tmp_path: Path) -> None:
     good = encode(
         new_event(
-            BetPlaced(
-                player_id="p",
-                provider="x",
-                game_id="g",
-                round_id="r",
-                transaction_id="t",
-                amount=1,
-                currency="CHIPS",
-                balance_after=0,
-            ),
+            bet_placed(amount=1),
             key="p",
             producer="t",
         )

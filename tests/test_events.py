@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from ludex.errors import MalformedEvent, UnknownEventType
 from ludex.events import (
-    BetPlaced,
     Envelope,
     Payload,
     catalog,
@@ -25,6 +24,7 @@ from ludex.events import (
     topic_for,
     topics,
 )
+from tests.factories import bet_placed
 
 # Every kind of event the seeds name must have a type in the catalog.
 SEED_EVENTS = {
@@ -110,16 +110,7 @@ def test_every_event_type_round_trips(spec: Any, data: st.DataObject) -> None:
 
 def test_ids_sort_by_time() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    payload = BetPlaced(
-        player_id="p",
-        provider="x",
-        game_id="g",
-        round_id="r",
-        transaction_id="t",
-        amount=1,
-        currency="CHIPS",
-        balance_after=0,
-    )
+    payload = bet_placed(amount=1)
     ids = [
         new_event(payload, key="p", producer="t", occurred_at=start + timedelta(milliseconds=i)).id
         for i in range(0, 1000, 7)
@@ -129,16 +120,7 @@ def test_ids_sort_by_time() -> None:
 
 
 def _bet_json(**changes: Any) -> bytes:
-    payload = BetPlaced(
-        player_id="p",
-        provider="x",
-        game_id="g",
-        round_id="r",
-        transaction_id="t",
-        amount=5,
-        currency="CHIPS",
-        balance_after=0,
-    )
+    payload = bet_placed()
     raw = msgspec.to_builtins(new_event(payload, key="p", producer="t"))
     for path, value in changes.items():
         target = raw
@@ -179,16 +161,7 @@ def test_not_json_is_rejected() -> None:
 
 
 def test_encode_refuses_mismatched_payloads() -> None:
-    payload = BetPlaced(
-        player_id="p",
-        provider="x",
-        game_id="g",
-        round_id="r",
-        transaction_id="t",
-        amount=5,
-        currency="CHIPS",
-        balance_after=0,
-    )
+    payload = bet_placed()
     event = new_event(payload, key="p", producer="t")
     forged = Envelope(
         id=event.id,
@@ -204,16 +177,7 @@ def test_encode_refuses_mismatched_payloads() -> None:
 
 
 def test_new_event_requires_a_key_and_an_aware_time() -> None:
-    payload = BetPlaced(
-        player_id="p",
-        provider="x",
-        game_id="g",
-        round_id="r",
-        transaction_id="t",
-        amount=5,
-        currency="CHIPS",
-        balance_after=0,
-    )
+    payload = bet_placed()
     with pytest.raises(MalformedEvent, match="partition key"):
         new_event(payload, key="", producer="t")
     with pytest.raises(MalformedEvent, match="timezone-aware"):

@@ -11,13 +11,14 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 import pydantic
 
-from ludex.events import BetPlaced, Envelope, decode, encode, new_event
+from ludex.bench._common import sample_events
+from ludex.events import decode, encode
 
 
 class _PydBet(pydantic.BaseModel):
@@ -43,28 +44,6 @@ class _PydEnvelope(pydantic.BaseModel):
     payload: _PydBet
 
 
-def _sample(n: int) -> list[Envelope]:
-    base = datetime(2026, 1, 1, tzinfo=UTC)
-    return [
-        new_event(
-            BetPlaced(
-                player_id=f"player-{i % 997}",
-                provider="studio-a",
-                game_id="slots-7",
-                round_id=f"round-{i}",
-                transaction_id=f"tx-{i}",
-                amount=100 + i,
-                currency="CHIPS",
-                balance_after=1_000_000 - i,
-            ),
-            key=f"player-{i % 997}",
-            producer="bench",
-            occurred_at=base,
-        )
-        for i in range(n)
-    ]
-
-
 def _rate(fn: Callable[[], Any], count: int, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -75,7 +54,7 @@ def _rate(fn: Callable[[], Any], count: int, repeat: int) -> float:
 
 
 def run(count: int = 20_000, repeat: int = 5) -> dict[str, Any]:
-    envelopes = _sample(count)
+    envelopes = sample_events(count, keys=997)
     ours_bytes = [encode(e) for e in envelopes]
     pyd = [_PydEnvelope.model_validate(msgspec.to_builtins(e)) for e in envelopes]
     pyd_bytes = [p.model_dump_json().encode() for p in pyd]
