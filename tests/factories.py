@@ -21,4 +21,3 @@ def bet_placed(**fields: Any) -> BetPlaced:
     }
     values.update(fields)
     return BetPlaced(**values)
-
