@@ -17,6 +17,7 @@ import typer
 
 from ludex import __version__
 from ludex.cli_poker import poker_app
+from ludex.cli_wallet import wallet_app
 from ludex.config import Settings, load_settings, redact_url
 from ludex.errors import ConfigError, LudexError
 
@@ -36,6 +37,7 @@ bench_app = typer.Typer(help="Benchmarks: our figures and peers', as JSON.", no_
 app.add_typer(events_app, name="events")
 app.add_typer(bench_app, name="bench")
 app.add_typer(poker_app, name="poker")
+app.add_typer(wallet_app, name="wallet")
 
 
 def _fail(message: str, code: int) -> typer.Exit:

@@ -121,10 +121,42 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr = SecretStr("local-only-not-a-secret")
 
+    provider_timestamp_window: float = Field(default=30.0, gt=0, le=3600)
+    secrets_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    wallet_cache_seconds: float = Field(default=1.0, ge=0, le=3600)
+
     @field_validator("store_url", "analytics_url", "bus_url", "cache_url", "chain_url")
     @classmethod
     def _url(cls, value: str, info: Any) -> str:
         return _check_url(info.field_name, value.strip())
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64; generate one with `ludex wallet keygen`") from None
+        if len(raw) != 32:
+            raise ValueError(
+                f"decodes to {len(raw)} bytes, expected 32; generate one with `ludex wallet keygen`"
+            )
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -141,6 +173,11 @@ class Settings(BaseSettings):
             if self.chain_url.startswith("anvil"):
                 raise ValueError(
                     "chain_url: anvil:// is for local use; set an RPC URL in production"
+                )
+            if self.secrets_key is None:
+                raise ValueError(
+                    "secrets_key: set LUDEX_SECRETS_KEY (base64 of 32 random bytes); provider "
+                    "secrets are encrypted with it"
                 )
         return self
 

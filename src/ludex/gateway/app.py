@@ -125,6 +125,10 @@ def create_app(container: Container) -> FastAPI:
             payload, content_type = metrics.render()
             return Response(payload, media_type=content_type)
 
+    from ludex.wagering.api import create_router as wallet_router
+
+    app.include_router(wallet_router(container.store, container.kv, container.settings))
+
     @app.get("/v1/events/catalog", tags=["events"], summary="Every event type and its schema")
     async def event_catalog() -> list[dict[str, Any]]:
         import msgspec

@@ -12,7 +12,23 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import CHAR, Column, Index, MetaData, String, Table
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
 
 from ludex.adapters.sql.types import Id, UTCDateTime, blob
 
@@ -56,3 +72,180 @@ processed_events = Table(
     Column("processed_at", UTCDateTime(), nullable=False),
 )
 """Which consumer already applied which event (consumer-side deduplication)."""
+
+# --- the double-entry ledger (revision 0002); rules in ludex.ledger.model ---------
+
+LEDGER_ID_LENGTH: Final = 64
+"""Account ids and transfer ids (client-supplied)."""
+LEDGER_NAME_LENGTH: Final = 96
+"""A ledger (currency unit): ``CHIPS`` or ``TOKEN:<chain_id>:<0xaddress>``."""
+LEDGER_CODE_LENGTH: Final = 32
+LEDGER_KIND_LENGTH: Final = 32
+LEDGER_STATE_LENGTH: Final = 24
+
+
+def _ascii_key(length: int) -> TypeEngine[str]:
+    """An identifier column: binary comparison everywhere (MySQL's default is not)."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+    )
+
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", _ascii_key(LEDGER_ID_LENGTH), primary_key=True),
+    Column("ledger", _ascii_key(LEDGER_NAME_LENGTH), nullable=False, index=True),
+    Column("kind", String(LEDGER_KIND_LENGTH), nullable=False),
+    Column("allow_negative", Boolean(), nullable=False),
+    Column("posted_debits", BigInteger(), nullable=False),
+    Column("posted_credits", BigInteger(), nullable=False),
+    Column("pending_debits", BigInteger(), nullable=False),
+    Column("pending_credits", BigInteger(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+"""One row per ledger account: its spec and four balance counters (changed only under
+the row lock, in the transaction that inserts the transfer that moves them)."""
+
+ledger_transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("id", _ascii_key(LEDGER_ID_LENGTH), nullable=False, unique=True),
+    Column("debit", _ascii_key(LEDGER_ID_LENGTH), ForeignKey("ledger_accounts.id"), nullable=False),
+    Column(
+        "credit", _ascii_key(LEDGER_ID_LENGTH), ForeignKey("ledger_accounts.id"), nullable=False
+    ),
+    Column("amount", BigInteger(), nullable=False),
+    Column("ledger", _ascii_key(LEDGER_NAME_LENGTH), nullable=False),
+    Column("code", String(LEDGER_CODE_LENGTH), nullable=False),
+    Column("metadata", Text(), nullable=False),
+    Column("pending", Boolean(), nullable=False),
+    Column("timeout_s", Integer(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("pending_id", _ascii_key(LEDGER_ID_LENGTH), nullable=True),
+    Column("batch", _ascii_key(LEDGER_ID_LENGTH), nullable=True),
+    Column("state", String(LEDGER_STATE_LENGTH), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "debit", "seq"),
+    Index(None, "credit", "seq"),
+    Index(None, "ledger", "seq"),
+    Index(None, "state", "expires_at"),
+    sqlite_autoincrement=True,
+)
+"""Immutable transfers in commit-serial order (``seq``); only a pending transfer's
+``state`` ever changes, and that change is itself recorded as a new transfer."""
+
+# --- wagering: the provider seamless wallet (revision 0003); see ludex.wagering -----
+
+WAGER_ID_LENGTH: Final = 64
+"""Provider, player, game, round and transaction ids."""
+
+players = Table(
+    "players",
+    metadata,
+    Column("id", _ascii_key(WAGER_ID_LENGTH), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+"""Players the wallet knows (``active`` or ``blocked``); money lives in the ledger."""
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", _ascii_key(WAGER_ID_LENGTH), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("secret", blob(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+"""Game providers; ``secret`` is the HMAC secret, AES-GCM encrypted (nonce + ciphertext)."""
+
+provider_transactions = Table(
+    "provider_transactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider_id", _ascii_key(WAGER_ID_LENGTH), nullable=False),
+    Column("transaction_id", _ascii_key(WAGER_ID_LENGTH), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("player_id", _ascii_key(WAGER_ID_LENGTH), nullable=False),
+    Column("game_id", _ascii_key(WAGER_ID_LENGTH), nullable=True),
+    Column("round_id", _ascii_key(WAGER_ID_LENGTH), nullable=True),
+    Column("amount", BigInteger(), nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("request_hash", CHAR(64), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("response", blob(), nullable=True),
+    Column("transfer_id", _ascii_key(LEDGER_ID_LENGTH), nullable=True),
+    Column("ref_transaction_id", _ascii_key(WAGER_ID_LENGTH), nullable=True),
+    Column("rolled_back_by", _ascii_key(WAGER_ID_LENGTH), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("provider_id", "transaction_id"),
+    Index(None, "player_id", "created_at"),
+    sqlite_autoincrement=True,
+)
+"""One row per accepted provider transaction id (bet, win, rollback) and per rollback
+tombstone: the idempotency record (request hash + first response)."""
+
+provider_rounds = Table(
+    "provider_rounds",
+    metadata,
+    Column("provider_id", _ascii_key(WAGER_ID_LENGTH), primary_key=True),
+    Column("round_id", _ascii_key(WAGER_ID_LENGTH), primary_key=True),
+    Column("player_id", _ascii_key(WAGER_ID_LENGTH), nullable=False),
+    Column("game_id", _ascii_key(WAGER_ID_LENGTH), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("open_stakes", BigInteger(), nullable=False),
+    Column("open_bets", Integer(), nullable=False),
+    Column("total_bet", BigInteger(), nullable=False),
+    Column("total_win", BigInteger(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "provider_id", "status"),
+)
+"""Game rounds: ``open`` → ``closed`` (settled by a win) or ``rolled_back`` (every bet
+reversed); ``open_stakes`` are the bets not rolled back."""
+
+risk_limits = Table(
+    "risk_limits",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("key", _ascii_key(WAGER_ID_LENGTH), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+"""Risk limits as data (ludex.wagering.limits)."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("old_value", Text(), nullable=True),
+    Column("new_value", Text(), nullable=True),
+    Index(None, "subject", "at"),
+    sqlite_autoincrement=True,
+)
+"""Who changed what, when (limits, players, providers): old and new values as JSON."""
+
+provider_requests = Table(
+    "provider_requests",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("provider_id", String(WAGER_ID_LENGTH), nullable=True),
+    Column("endpoint", String(32), nullable=False),
+    Column("headers", Text(), nullable=False),
+    Column("body", blob(), nullable=False),
+    Column("http_status", Integer(), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("response", blob(), nullable=False),
+    Column("duration_ms", Double(), nullable=False),
+    Index(None, "received_at"),
+    sqlite_autoincrement=True,
+)
+"""Every provider request and response, raw, with timing, rejected ones included."""

@@ -1,0 +1,405 @@
+"""SQL of the wagering service: players, providers, provider transactions and rounds,
+risk limits, the audit log and the raw provider request log.
+
+Every function takes the caller's ``AsyncSession`` and runs inside the caller's
+transaction (``store.transaction()``), so a bet's ledger transfer, its provider
+transaction row, its round update, its outbox event and its audit row commit
+together. ``for_update=True`` takes a row lock on PostgreSQL and MySQL (SQLite
+already runs one writer at a time).
+
+This module must never commit, roll back or open a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ludex.adapters.sql.tables import (
+    audit_log,
+    players,
+    provider_requests,
+    provider_rounds,
+    provider_transactions,
+    providers,
+    risk_limits,
+)
+from ludex.wagering.limits import Limit
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    id: str
+    name: str
+    secret: bytes
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    """One stored provider transaction (or rollback tombstone)."""
+
+    id: int
+    provider_id: str
+    transaction_id: str
+    kind: str
+    player_id: str
+    game_id: str | None
+    round_id: str | None
+    amount: int
+    currency: str
+    request_hash: str | None
+    status: str
+    response: bytes | None
+    transfer_id: str | None
+    ref_transaction_id: str | None
+    rolled_back_by: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRow:
+    provider_id: str
+    round_id: str
+    player_id: str
+    game_id: str
+    status: str
+    open_stakes: int
+    open_bets: int
+    total_bet: int
+    total_win: int
+
+
+# players ---------------------------------------------------------------------------
+
+
+async def player_status(session: AsyncSession, player_id: str) -> str | None:
+    value = await session.scalar(select(players.c.status).where(players.c.id == player_id))
+    return None if value is None else str(value)
+
+
+async def insert_player(session: AsyncSession, player_id: str, status: str, now: datetime) -> None:
+    await session.execute(insert(players).values(id=player_id, status=status, created_at=now))
+
+
+async def set_player_status(session: AsyncSession, player_id: str, status: str) -> bool:
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(players).where(players.c.id == player_id).values(status=status)
+        ),
+    )
+    return bool(result.rowcount)
+
+
+# providers -------------------------------------------------------------------------
+
+
+async def get_provider(session: AsyncSession, provider_id: str) -> ProviderRow | None:
+    row = (
+        await session.execute(select(providers).where(providers.c.id == provider_id))
+    ).one_or_none()
+    if row is None:
+        return None
+    return ProviderRow(row.id, row.name, bytes(row.secret), row.status, row.created_at)
+
+
+async def list_providers(session: AsyncSession) -> list[ProviderRow]:
+    rows = await session.execute(select(providers).order_by(providers.c.id))
+    return [ProviderRow(r.id, r.name, bytes(r.secret), r.status, r.created_at) for r in rows]
+
+
+async def insert_provider(
+    session: AsyncSession, provider_id: str, name: str, secret: bytes, now: datetime
+) -> None:
+    await session.execute(
+        insert(providers).values(
+            id=provider_id, name=name, secret=secret, status="active", created_at=now
+        )
+    )
+
+
+async def update_provider(session: AsyncSession, provider_id: str, **values: Any) -> bool:
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(providers).where(providers.c.id == provider_id).values(**values)
+        ),
+    )
+    return bool(result.rowcount)
+
+
+# provider transactions -------------------------------------------------------------
+
+
+def _transaction(row: Any) -> TransactionRow:
+    return TransactionRow(
+        id=row.id,
+        provider_id=row.provider_id,
+        transaction_id=row.transaction_id,
+        kind=row.kind,
+        player_id=row.player_id,
+        game_id=row.game_id,
+        round_id=row.round_id,
+        amount=int(row.amount),
+        currency=row.currency,
+        request_hash=row.request_hash,
+        status=row.status,
+        response=None if row.response is None else bytes(row.response),
+        transfer_id=row.transfer_id,
+        ref_transaction_id=row.ref_transaction_id,
+        rolled_back_by=row.rolled_back_by,
+        created_at=row.created_at,
+    )
+
+
+async def get_transaction(
+    session: AsyncSession, provider_id: str, transaction_id: str, *, for_update: bool = False
+) -> TransactionRow | None:
+    query = select(provider_transactions).where(
+        provider_transactions.c.provider_id == provider_id,
+        provider_transactions.c.transaction_id == transaction_id,
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).one_or_none()
+    return None if row is None else _transaction(row)
+
+
+async def insert_transaction(session: AsyncSession, **values: Any) -> None:
+    """Insert one row; a second row for the same (provider, transaction id) fails the
+    caller's transaction with StoreError (the service then answers from the first)."""
+    await session.execute(insert(provider_transactions).values(**values))
+
+
+async def mark_rolled_back(
+    session: AsyncSession, provider_id: str, transaction_id: str, by: str
+) -> None:
+    await session.execute(
+        update(provider_transactions)
+        .where(
+            provider_transactions.c.provider_id == provider_id,
+            provider_transactions.c.transaction_id == transaction_id,
+        )
+        .values(rolled_back_by=by)
+    )
+
+
+async def all_transactions(session: AsyncSession) -> list[TransactionRow]:
+    rows = await session.execute(select(provider_transactions).order_by(provider_transactions.c.id))
+    return [_transaction(r) for r in rows]
+
+
+# rounds ----------------------------------------------------------------------------
+
+
+async def get_round(
+    session: AsyncSession, provider_id: str, round_id: str, *, for_update: bool = False
+) -> RoundRow | None:
+    query = select(provider_rounds).where(
+        provider_rounds.c.provider_id == provider_id, provider_rounds.c.round_id == round_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        return None
+    return RoundRow(
+        provider_id=row.provider_id,
+        round_id=row.round_id,
+        player_id=row.player_id,
+        game_id=row.game_id,
+        status=row.status,
+        open_stakes=int(row.open_stakes),
+        open_bets=int(row.open_bets),
+        total_bet=int(row.total_bet),
+        total_win=int(row.total_win),
+    )
+
+
+async def insert_round(
+    session: AsyncSession,
+    provider_id: str,
+    round_id: str,
+    *,
+    player_id: str,
+    game_id: str,
+    now: datetime,
+) -> RoundRow:
+    await session.execute(
+        insert(provider_rounds).values(
+            provider_id=provider_id,
+            round_id=round_id,
+            player_id=player_id,
+            game_id=game_id,
+            status="open",
+            open_stakes=0,
+            open_bets=0,
+            total_bet=0,
+            total_win=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return RoundRow(provider_id, round_id, player_id, game_id, "open", 0, 0, 0, 0)
+
+
+async def update_round(
+    session: AsyncSession, provider_id: str, round_id: str, *, now: datetime, **values: Any
+) -> None:
+    await session.execute(
+        update(provider_rounds)
+        .where(provider_rounds.c.provider_id == provider_id, provider_rounds.c.round_id == round_id)
+        .values(updated_at=now, **values)
+    )
+
+
+# usage figures for the risk limits ----------------------------------------------------
+
+
+def _player_game(player_id: str, game_id: str | None) -> Any:
+    condition = provider_transactions.c.player_id == player_id
+    if game_id is not None:
+        condition = and_(condition, provider_transactions.c.game_id == game_id)
+    return condition
+
+
+async def daily_loss(
+    session: AsyncSession, player_id: str, game_id: str | None, since: datetime
+) -> int:
+    """Accepted bets (not rolled back) minus wins since ``since`` (a UTC midnight)."""
+    t = provider_transactions
+    base = and_(_player_game(player_id, game_id), t.c.created_at >= since, t.c.status == "OK")
+    bets = await session.scalar(
+        select(func.coalesce(func.sum(t.c.amount), 0)).where(
+            base, t.c.kind == "bet", t.c.rolled_back_by.is_(None)
+        )
+    )
+    wins = await session.scalar(
+        select(func.coalesce(func.sum(t.c.amount), 0)).where(base, t.c.kind == "win")
+    )
+    return int(bets or 0) - int(wins or 0)
+
+
+async def bets_since(
+    session: AsyncSession, player_id: str, game_id: str | None, since: datetime
+) -> int:
+    t = provider_transactions
+    count = await session.scalar(
+        select(func.count()).where(
+            _player_game(player_id, game_id), t.c.created_at >= since, t.c.kind == "bet"
+        )
+    )
+    return int(count or 0)
+
+
+async def provider_open_stakes(session: AsyncSession, provider_id: str) -> int:
+    r = provider_rounds
+    total = await session.scalar(
+        select(func.coalesce(func.sum(r.c.open_stakes), 0)).where(
+            r.c.provider_id == provider_id, r.c.status == "open"
+        )
+    )
+    return int(total or 0)
+
+
+# limits ----------------------------------------------------------------------------
+
+
+async def list_limits(session: AsyncSession) -> list[Limit]:
+    rows = await session.execute(
+        select(risk_limits).order_by(risk_limits.c.scope, risk_limits.c.key, risk_limits.c.name)
+    )
+    return [Limit(r.scope, r.key, r.name, int(r.value)) for r in rows]
+
+
+async def get_limit(
+    session: AsyncSession, scope: str, key: str, name: str, *, for_update: bool = False
+) -> int | None:
+    query = select(risk_limits.c.value).where(
+        risk_limits.c.scope == scope, risk_limits.c.key == key, risk_limits.c.name == name
+    )
+    if for_update:
+        query = query.with_for_update()
+    value = await session.scalar(query)
+    return None if value is None else int(value)
+
+
+async def put_limit(
+    session: AsyncSession,
+    scope: str,
+    key: str,
+    name: str,
+    value: int | None,
+    *,
+    exists: bool,
+    now: datetime,
+) -> None:
+    """Insert, update (``exists``) or delete (``value`` None) one limit row."""
+    where = (risk_limits.c.scope == scope, risk_limits.c.key == key, risk_limits.c.name == name)
+    if value is None:
+        await session.execute(delete(risk_limits).where(*where))
+    elif exists:
+        await session.execute(update(risk_limits).where(*where).values(value=value, updated_at=now))
+    else:
+        await session.execute(
+            insert(risk_limits).values(scope=scope, key=key, name=name, value=value, updated_at=now)
+        )
+
+
+# audit -----------------------------------------------------------------------------
+
+
+async def insert_audit(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    old_value: str | None,
+    new_value: str | None,
+    now: datetime,
+) -> None:
+    await session.execute(
+        insert(audit_log).values(
+            at=now,
+            actor=actor,
+            action=action,
+            subject=subject,
+            old_value=old_value,
+            new_value=new_value,
+        )
+    )
+
+
+async def insert_request_log(
+    session: AsyncSession,
+    *,
+    received_at: datetime,
+    provider_id: str | None,
+    endpoint: str,
+    headers: str,
+    body: bytes,
+    http_status: int,
+    status: str,
+    response: bytes,
+    duration_ms: float,
+) -> None:
+    await session.execute(
+        insert(provider_requests).values(
+            received_at=received_at,
+            provider_id=provider_id,
+            endpoint=endpoint,
+            headers=headers,
+            body=body,
+            http_status=http_status,
+            status=status,
+            response=response,
+            duration_ms=duration_ms,
+        )
+    )
