@@ -297,6 +297,35 @@ def bench_poker(
     typer.echo(json.dumps(result, indent=2))
 
 
+@bench_app.command("ledger")
+def bench_ledger(
+    players: Annotated[int, typer.Option(min=2, help="Players (and ledger accounts).")] = 1_000,
+    workers: Annotated[int, typer.Option(min=1, help="Concurrent workers.")] = 16,
+    pairs: Annotated[int, typer.Option(min=10, help="Bet+win pairs through the service.")] = 2_000,
+    transfers: Annotated[
+        int, typer.Option(min=10, help="Raw ledger transfers between random players.")
+    ] = 5_000,
+    postgres: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL (default: LUDEX_TEST_POSTGRES_URL).")
+    ] = None,
+) -> None:
+    """Bet+win pairs/s and p50/p99 through the wallet service, and raw ledger transfers/s."""
+    from ludex.bench import ledger, wallet
+
+    async def go() -> dict[str, Any]:
+        return {
+            "benchmark": "ledger",
+            "service": await wallet.run_backends(
+                postgres=postgres, players=players, workers=workers, pairs=pairs
+            ),
+            "ledger": await ledger.run(
+                accounts=players, workers=workers, transfers=transfers, postgres=postgres, mysql=""
+            ),
+        }
+
+    typer.echo(json.dumps(asyncio.run(go()), indent=2))
+
+
 @bench_app.command("bus")
 def bench_bus(
     count: Annotated[int, typer.Option(min=1, help="Envelopes per publish round.")] = 20_000,
