@@ -240,3 +240,26 @@ def test_content_difference_names_the_field() -> None:
     assert content_difference(t("x", "world", "alice", 5), None, stored) is None
     assert "amount" in (content_difference(t("x", "world", "alice", 6), None, stored) or "")
     assert "batch" in (content_difference(t("x", "world", "alice", 5), "y", stored) or "")
+
+
+def test_an_untracked_account_must_allow_a_negative_balance() -> None:
+    with pytest.raises(InvalidAccount, match="must allow a negative balance"):
+        AccountSpec("float", "CHIPS", AccountKind.PROVIDER_FLOAT, track_balance=False)
+    spec = AccountSpec("float", "CHIPS", AccountKind.PROVIDER_FLOAT, True, track_balance=False)
+    assert (spec.allow_negative, spec.track_balance) == (True, False)
+    assert AccountSpec("alice", "CHIPS", AccountKind.PLAYER).track_balance is True
+
+
+def test_untracked_counters_are_planned_on_zeros_and_not_bounded() -> None:
+    """The repository plans an untracked account from zeros it never writes; the Book
+    keeps its true sums, which may pass the column maximum (no column holds them)."""
+    spec = AccountSpec("float", "CHIPS", AccountKind.PROVIDER_FLOAT, True, track_balance=False)
+    full = Account.opened(spec).moved(credit=MAX_AMOUNT, pending=False)
+    assert full.moved(credit=1, pending=False).balance.posted_credits == MAX_AMOUNT + 1
+    b = Book()
+    b.open(spec, AccountSpec("alice", "CHIPS", AccountKind.PLAYER))
+    b.transfer([t("w", "float", "alice", 100)], T0)
+    b.transfer([t("h", "alice", "float", 40, pending=True)], T0)
+    b.resolve("h", id="p", post_amount=25, now=T0)
+    assert b.balance("float") == Balance("float", "CHIPS", 100, 25, 0, 0)
+    assert replay(b.transfers.values())["float"] == b.balance("float")

@@ -8,6 +8,12 @@ the store and against the pure :class:`~ludex.ledger.model.Book` side by side:
 * the sum of all balances of a ledger is zero, and so are pending debits minus credits;
 * replaying the stored transfer log (``all_transfers``) rebuilds every stored balance.
 
+Each example draws which of its two counterparties (the outside world, index 0,
+and a house, the last index; both may go negative) keep a tracked balance and
+which are untracked (``track_balance=False``: never locked, balance summed from the
+log), so transfers between two tracked accounts, one of each and two untracked
+ones all occur.
+
 SQLite gets many examples; PostgreSQL and MariaDB fewer (each example is a few
 dozen committed transactions). Every example gets its own two token ledgers and
 accounts in one database per backend, so the invariants are checked per example.
@@ -39,12 +45,15 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 _examples = itertools.count(1)
 
+HOUSE = PLAYERS + 1
+"""The second counterparty's index (0 is the outside world; 1..PLAYERS are players)."""
+
 # (kind, ledger index, debit index, credit index, amount, extra)
 transfer_op = st.tuples(
     st.just("transfer"),
     st.integers(0, 1),
-    st.integers(0, PLAYERS),
-    st.integers(0, PLAYERS),
+    st.integers(0, HOUSE),
+    st.integers(0, HOUSE),
     st.integers(1, 300),
     st.booleans(),  # pending
 )
@@ -59,6 +68,8 @@ operations = st.lists(
     min_size=5,
     max_size=30,
 )
+# Whether the world and the house of each example keep a tracked balance.
+tracking = st.tuples(st.booleans(), st.booleans())
 
 
 class Harness:
@@ -95,7 +106,17 @@ def _ledger_name(example: int, index: int) -> str:
 
 
 def _account_id(example: int, ledger_index: int, index: int) -> str:
-    return f"e{example}-l{ledger_index}-{'world' if index == 0 else f'p{index}'}"
+    name = "world" if index == 0 else "house" if index == HOUSE else f"p{index}"
+    return f"e{example}-l{ledger_index}-{name}"
+
+
+def _spec(example: int, ledger: str, li: int, i: int, tracked: tuple[bool, bool]) -> AccountSpec:
+    account_id = _account_id(example, li, i)
+    if i == 0:
+        return AccountSpec(account_id, ledger, AccountKind.EXTERNAL, True, tracked[0])
+    if i == HOUSE:
+        return AccountSpec(account_id, ledger, AccountKind.HOUSE, True, tracked[1])
+    return AccountSpec(account_id, ledger, AccountKind.PLAYER)
 
 
 async def _apply(store: SqlStore, book: Book, call: str, *args: Any) -> Any:
@@ -143,18 +164,11 @@ def _comparable(outcome: Any) -> Any:
     )
 
 
-async def _run_example(store: SqlStore, ops: list[Any]) -> None:
+async def _run_example(store: SqlStore, ops: list[Any], tracked: tuple[bool, bool]) -> None:
     example = next(_examples)
     ledgers = [_ledger_name(example, i) for i in range(2)]
     specs = [
-        AccountSpec(
-            _account_id(example, li, i),
-            ledgers[li],
-            AccountKind.EXTERNAL if i == 0 else AccountKind.PLAYER,
-            allow_negative=i == 0,
-        )
-        for li in range(2)
-        for i in range(PLAYERS + 1)
+        _spec(example, ledgers[li], li, i, tracked) for li in range(2) for i in range(HOUSE + 1)
     ]
     async with store.transaction() as session:
         await ledger.create_accounts(session, specs)
@@ -260,8 +274,8 @@ def test_store_follows_the_rules_and_the_log_rebuilds_every_balance(harness: Har
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
         derandomize=True,
     )
-    @given(operations)
-    def check(ops: list[Any]) -> None:
-        harness.run(_run_example(harness.store, ops))
+    @given(operations, tracking)
+    def check(ops: list[Any], tracked: tuple[bool, bool]) -> None:
+        harness.run(_run_example(harness.store, ops, tracked))
 
     check()

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from ludex import ledger
 from ludex.adapters.sql import SqlStore
-from ludex.adapters.sql.tables import ledger_transfers
+from ludex.adapters.sql.tables import ledger_accounts, ledger_transfers
 from ludex.errors import (
     AccountConflict,
     AccountNotFound,
@@ -380,3 +380,89 @@ async def test_a_failure_after_ledger_writes_rolls_them_back(store: SqlStore) ->
     with pytest.raises(StoreError):
         await transfer_then_fail()
     assert await state(store) == before
+
+
+FLOAT = AccountSpec(
+    "float", "CHIPS", AccountKind.PROVIDER_FLOAT, allow_negative=True, track_balance=False
+)
+OUTSIDE = AccountSpec("outside", "CHIPS", AccountKind.EXTERNAL, True, track_balance=False)
+
+
+async def _stored_counters(store: SqlStore, account_id: str) -> tuple[int, ...]:
+    async with store.transaction() as session:
+        row = (
+            await session.execute(
+                select(
+                    ledger_accounts.c.posted_debits,
+                    ledger_accounts.c.posted_credits,
+                    ledger_accounts.c.pending_debits,
+                    ledger_accounts.c.pending_credits,
+                ).where(ledger_accounts.c.id == account_id)
+            )
+        ).one()
+    return tuple(int(v) for v in row)
+
+
+async def test_untracked_accounts_derive_their_balance_from_the_log(store: SqlStore) -> None:
+    async with store.transaction() as session:
+        await ledger.create_accounts(session, [FLOAT, OUTSIDE])
+        await ledger.create_accounts(session, [FLOAT])  # idempotent
+    with pytest.raises(AccountConflict, match="track_balance"):
+        async with store.transaction() as session:
+            await ledger.create_accounts(
+                session, [AccountSpec("float", "CHIPS", AccountKind.PROVIDER_FLOAT, True)]
+            )
+    await fund(store, "alice", 1_000)
+    async with store.transaction() as session:
+        await ledger.transfer(session, [spec("bet-1", "alice", "float", 300)])
+        await ledger.transfer(session, [spec("win-1", "float", "alice", 500, "win")])
+        await ledger.transfer(session, [spec("hold-1", "alice", "float", 100, pending=True)])
+        await ledger.transfer(session, [spec("hold-2", "alice", "float", 50, pending=True)])
+        await ledger.transfer(
+            session, [spec("hold-3", "alice", "float", 20, pending=True, timeout_s=30)], now=T0
+        )
+        await ledger.post_pending(session, "hold-1", id="post-1", amount=60)
+        float_now = await ledger.balance(session, "float")
+    assert float_now == Balance("float", "CHIPS", 500, 360, 0, 70)
+    assert (float_now.balance, float_now.available) == (-140, -140)
+    with pytest.raises(PendingResolved):
+        async with store.transaction() as session:
+            await ledger.void_pending(session, "hold-1", id="void-1")
+    async with store.transaction() as session:
+        await ledger.void_pending(session, "hold-2", id="void-2")
+        assert await ledger.expire_pending(session, T0 + timedelta(seconds=31)) == 1
+        alice = await ledger.balance(session, "alice")
+        float_after = await ledger.balance(session, "float")
+        everything = await ledger.ledger_balances(session, "CHIPS")
+        log = await ledger.all_transfers(session, "CHIPS")
+    assert alice == Balance("alice", "CHIPS", 360, 1_500, 0, 0)
+    assert float_after == Balance("float", "CHIPS", 500, 360, 0, 0)
+    assert everything["float"] == float_after
+    assert everything["outside"] == Balance("outside", "CHIPS")
+    assert sum(b.balance for b in everything.values()) == 0
+    rebuilt = ledger.replay(log)
+    assert {a: rebuilt[a] for a in ("alice", "float")} == {"alice": alice, "float": float_after}
+    # The row itself is never written: the numbers come from the log alone.
+    assert await _stored_counters(store, "float") == (0, 0, 0, 0)
+    assert await _stored_counters(store, "alice") == (360, 1_500, 0, 0)
+
+
+async def test_transfers_between_untracked_accounts_apply_exactly_once(store: SqlStore) -> None:
+    async with store.transaction() as session:
+        await ledger.create_accounts(session, [FLOAT, OUTSIDE])
+    move = spec("settle", "float", "outside", 700, "settlement")
+    async with store.transaction() as session:
+        [first] = await ledger.transfer(session, [move])
+        [again] = await ledger.transfer(session, [move])
+    assert again == first
+    with pytest.raises(TransferIdConflict, match="amount"):
+        async with store.transaction() as session:
+            await ledger.transfer(session, [spec("settle", "float", "outside", 701, "settlement")])
+    async with store.transaction() as session:
+        await ledger.transfer(session, [spec("res", "outside", "float", 40, pending=True)])
+        await ledger.post_pending(session, "res", id="res-post", amount=15)
+        assert await ledger.post_pending(session, "res", id="res-post", amount=15) is not None
+        found = await ledger.balances(session, ["float", "outside"])
+    assert found["float"] == Balance("float", "CHIPS", 700, 15, 0, 0)
+    assert found["outside"] == Balance("outside", "CHIPS", 15, 700, 0, 0)
+    assert (await state(store))[1] == 3

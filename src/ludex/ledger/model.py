@@ -7,7 +7,9 @@ debits and credits, and pending (reserved) debits and credits; its balance is
 posted credits minus posted debits, and what it may still spend (``available``)
 is the balance minus its pending debits. ``available`` never goes below zero
 unless the account allows it (the counterparties: house, provider float, the
-outside world).
+outside world). Such a counterparty may also be untracked
+(``AccountSpec.track_balance=False``): the same numbers, but the store derives
+them from the log instead of keeping counters on one hot row.
 
 Two-phase transfers reserve first (``pending``), then are posted (all or part of
 the amount) or voided; either resolution is recorded as a new transfer that names
@@ -133,16 +135,32 @@ def validate_transfer_id(transfer_id: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class AccountSpec:
-    """What an account is: its id, its ledger, its kind, and whether it may go negative."""
+    """What an account is: its id, its ledger, its kind, whether it may go negative,
+    and whether its balance is tracked.
+
+    ``track_balance=False`` marks a counterparty many transfers share (provider
+    float, house, the outside world): the store neither locks its row nor keeps
+    its counters, and derives its balance from the transfer log on read, so it is
+    never a hot row. Such an account can never refuse a transfer for lack of
+    funds, hence it must allow a negative balance.
+    """
 
     id: str
     ledger: str
     kind: AccountKind
     allow_negative: bool = False
+    track_balance: bool = True
 
     def __post_init__(self) -> None:
         _validate_id("account id", self.id, InvalidAccount)
         validate_ledger(self.ledger)
+        if not isinstance(self.allow_negative, bool) or not isinstance(self.track_balance, bool):
+            raise InvalidAccount(f"account {self.id!r}: allow_negative and track_balance are bool")
+        if not self.track_balance and not self.allow_negative:
+            raise InvalidAccount(
+                f"account {self.id!r}: an account whose balance is not tracked must allow a "
+                "negative balance (it cannot refuse a transfer for lack of funds)"
+            )
         try:
             object.__setattr__(self, "kind", AccountKind(self.kind))
         except ValueError:
@@ -154,7 +172,8 @@ class AccountSpec:
 
 @dataclass(frozen=True, slots=True)
 class Balance:
-    """An account's four counters; all are non-negative and at most MAX_AMOUNT."""
+    """An account's four counters; all are non-negative, and at most MAX_AMOUNT for a
+    tracked account (an untracked one's are sums over the log, stored nowhere)."""
 
     account: str
     ledger: str
@@ -174,21 +193,23 @@ class Balance:
         return self.balance - self.pending_debits
 
 
-def _add(account: str, counter: str, value: int, delta: int) -> int:
+def _add(account: str, counter: str, value: int, delta: int, *, bounded: bool = True) -> int:
     result = value + delta
-    if result > MAX_AMOUNT:
+    if bounded and result > MAX_AMOUNT:
         raise BalanceOverflow(
             f"ledger account {account!r}: {counter} would reach {result}, past the "
             f"maximum {MAX_AMOUNT}; split the account's history into a new account"
         )
-    if result < 0:  # pragma: no cover - a broken invariant, not a user error
+    if bounded and result < 0:  # pragma: no cover - a broken invariant, not a user error
         raise AssertionError(f"ledger account {account!r}: {counter} would go negative")
     return result
 
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """An account as stored: its spec and its counters."""
+    """An account as stored: its spec and its counters (an untracked account's are
+    derived from the log when read; the repository plans its transfers on zeros and
+    never writes them)."""
 
     spec: AccountSpec
     balance: Balance
@@ -202,19 +223,32 @@ class Account:
         return self.spec.id
 
     def moved(self, *, debit: int = 0, credit: int = 0, pending: bool) -> Account:
-        """The account after debiting and/or crediting (posted or pending) amounts."""
-        b = self.balance
+        """The account after debiting and/or crediting (posted or pending) amounts.
+
+        An untracked account's counters are not checked: they are sums over the log
+        (no stored column to overflow), and the repository plans on zeros that it
+        never writes.
+        """
+        b, bounded = self.balance, self.spec.track_balance
         if pending:
             b = replace(
                 b,
-                pending_debits=_add(b.account, "pending debits", b.pending_debits, debit),
-                pending_credits=_add(b.account, "pending credits", b.pending_credits, credit),
+                pending_debits=_add(
+                    b.account, "pending debits", b.pending_debits, debit, bounded=bounded
+                ),
+                pending_credits=_add(
+                    b.account, "pending credits", b.pending_credits, credit, bounded=bounded
+                ),
             )
         else:
             b = replace(
                 b,
-                posted_debits=_add(b.account, "posted debits", b.posted_debits, debit),
-                posted_credits=_add(b.account, "posted credits", b.posted_credits, credit),
+                posted_debits=_add(
+                    b.account, "posted debits", b.posted_debits, debit, bounded=bounded
+                ),
+                posted_credits=_add(
+                    b.account, "posted credits", b.posted_credits, credit, bounded=bounded
+                ),
             )
         return Account(self.spec, b)
 
@@ -434,7 +468,8 @@ def plan_resolution(
 
 def _release(account: Account, *, debit: int = 0, credit: int = 0) -> Account:
     b = account.balance
-    if b.pending_debits < debit or b.pending_credits < credit:  # pragma: no cover
+    tracked = account.spec.track_balance  # untracked: planned on zeros, never written
+    if tracked and (b.pending_debits < debit or b.pending_credits < credit):  # pragma: no cover
         raise AssertionError(f"ledger account {b.account!r}: pending counters below a reservation")
     return Account(
         account.spec,

@@ -26,7 +26,34 @@ Concurrency, on every backend:
   caller's whole transaction. (A check in the same statement as the lock, or before
   it, would read a snapshot taken before the wait and miss the winner's row.)
 * A pending transfer's state is changed (posted, voided, expired) only while the
-  locks of its two accounts are held, and is re-read after taking them.
+  locks of its tracked accounts are held, and is re-read after taking them; the
+  UPDATE that changes it matches ``state = 'pending'`` and must change one row.
+
+Untracked accounts (``AccountSpec.track_balance=False``: provider floats, house,
+the outside world, all allowed to go negative) are the exception that keeps shared
+counterparties from being one hot row every transfer queues on:
+
+* They are never locked and their counters are never written (they stay zero);
+  their balance is summed from the log on read (``state`` ``posted`` and
+  ``pending`` rows by debit and by credit, covered by two indexes). They cannot
+  refuse a transfer, and an account is immutable apart from its counters, so
+  reading their row without a lock is enough to know they exist.
+* Only the tracked accounts are locked, in the same sorted order. On PostgreSQL
+  and SQLite one ``... WHERE id IN (...) AND track_balance ORDER BY id FOR
+  UPDATE`` locks exactly those (PostgreSQL locks only rows the WHERE keeps), and a
+  plain SELECT reads the untracked ones when some ids were not returned. InnoDB
+  would lock every row its index lookup touches, untracked ones included, before
+  the WHERE drops them, and wait on the shared locks the foreign-key checks of
+  concurrent inserts hold on them; so on MySQL/MariaDB a plain SELECT reads all
+  the accounts first, then the tracked ids alone are locked by primary key.
+* The foreign keys from ``ledger_transfers`` still take shared (key-share) locks
+  on an untracked row; they never conflict with each other, and nothing takes an
+  exclusive lock on such a row, so they add no deadlock.
+* A batch with no tracked account at all takes no lock, so nothing serializes
+  two submissions of its ids: its INSERTs run in a SAVEPOINT and a duplicate
+  (the UNIQUE index makes the loser wait for the winner's commit) rolls back to it
+  and returns the first result. Two resolutions of one pending transfer between
+  untracked accounts are serialized by the pending row's own UPDATE.
 
 This module must never commit, roll back or open a transaction of its own, and
 never update a transfer row except a pending transfer's ``state``.
@@ -46,12 +73,16 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     insert,
+    literal_column,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ludex.adapters.sql.tables import ledger_accounts, ledger_transfers
@@ -96,7 +127,13 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _account(row: Row[Any]) -> Account:
-    spec = AccountSpec(row.id, row.ledger, AccountKind(row.kind), bool(row.allow_negative))
+    spec = AccountSpec(
+        row.id,
+        row.ledger,
+        AccountKind(row.kind),
+        allow_negative=bool(row.allow_negative),
+        track_balance=bool(row.track_balance),
+    )
     return Account(
         spec,
         Balance(
@@ -153,7 +190,7 @@ def _transfer_row(t: Transfer) -> dict[str, Any]:
 
 
 def _spec_difference(given: AccountSpec, stored: AccountSpec) -> str | None:
-    for name in ("ledger", "kind", "allow_negative"):
+    for name in ("ledger", "kind", "allow_negative", "track_balance"):
         if getattr(given, name) != getattr(stored, name):
             return f"{name}: {getattr(stored, name)!r} stored, {getattr(given, name)!r} given"
     return None
@@ -163,17 +200,26 @@ def _check_same(given: AccountSpec, stored: AccountSpec) -> None:
     if (difference := _spec_difference(given, stored)) is not None:
         raise AccountConflict(
             f"ledger account {given.id!r} exists with a different spec ({difference}); "
-            "an account's ledger, kind and allow_negative never change"
+            "an account's ledger, kind, allow_negative and track_balance never change"
         )
 
 
-async def get_accounts(session: AsyncSession, account_ids: Iterable[str]) -> dict[str, Account]:
-    """The accounts that exist among ``account_ids`` (spec and counters), unlocked."""
+async def _stored_accounts(session: AsyncSession, account_ids: Iterable[str]) -> dict[str, Account]:
+    """The rows as stored (an untracked account's counters are zeros), unlocked."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}
-    rows = await session.execute(select(ledger_accounts).where(_A.id.in_(ids)))
+    conn = await session.connection()
+    rows = await conn.execute(_ACCOUNTS_BY_ID, {"ids": ids})
     return {row.id: _account(row) for row in rows}
+
+
+async def get_accounts(session: AsyncSession, account_ids: Iterable[str]) -> dict[str, Account]:
+    """The accounts that exist among ``account_ids`` (spec and counters), unlocked.
+
+    An untracked account's counters are summed from the transfer log.
+    """
+    return await _with_derived(session, await _stored_accounts(session, account_ids))
 
 
 def _insert_ignoring_existing(dialect: str, rows: list[dict[str, Any]]) -> Any:
@@ -202,7 +248,7 @@ async def create_accounts(
         wanted[spec.id] = spec
     if not wanted:
         return
-    stored = await get_accounts(session, wanted)
+    stored = await _stored_accounts(session, wanted)
     for account in stored.values():
         _check_same(wanted[account.id], account.spec)
     missing = [spec for spec in wanted.values() if spec.id not in stored]
@@ -217,6 +263,7 @@ async def create_accounts(
                 "ledger": s.ledger,
                 "kind": s.kind.value,
                 "allow_negative": s.allow_negative,
+                "track_balance": s.track_balance,
                 "posted_debits": 0,
                 "posted_credits": 0,
                 "pending_debits": 0,
@@ -227,15 +274,22 @@ async def create_accounts(
         ]
         await session.execute(_insert_ignoring_existing(dialect, rows))
     # Another transaction may have created some of them first, with another spec.
-    for account in (await get_accounts(session, (s.id for s in missing))).values():
+    for account in (await _stored_accounts(session, (s.id for s in missing))).values():
         _check_same(wanted[account.id], account.spec)
 
 
 # Hot-path statements, built once: building SQLAlchemy expressions per call cost
 # more Python time than the database spent on them.
+_ACCOUNTS_BY_ID: Final = select(ledger_accounts).where(_A.id.in_(bindparam("ids", expanding=True)))
 _LOCK_ACCOUNTS: Final = (
     select(ledger_accounts)
     .where(_A.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_A.id)
+    .with_for_update()
+)
+_LOCK_TRACKED: Final = (
+    select(ledger_accounts)
+    .where(_A.id.in_(bindparam("ids", expanding=True)), _A.track_balance.is_(True))
     .order_by(_A.id)
     .with_for_update()
 )
@@ -267,11 +321,28 @@ _UPDATE_ONE_ACCOUNT: Final = (
 
 
 async def _lock_accounts(session: AsyncSession, account_ids: Collection[str]) -> dict[str, Account]:
-    """Lock the rows of ``account_ids`` in sorted-id order (see the module docstring)."""
+    """Lock the tracked rows among ``account_ids`` in sorted-id order and read them;
+    read the untracked ones without a lock (their counters: zeros, never written).
+
+    See the module docstring for why the two backends take different routes.
+    """
     ids = sorted(set(account_ids))
     conn = await session.connection()
-    rows = await conn.execute(_LOCK_ACCOUNTS, {"ids": ids})
-    found = {row.id: _account(row) for row in rows}
+    if conn.dialect.name in {"mysql", "mariadb"}:
+        found = await _stored_accounts(session, ids)
+        tracked = [a for a in ids if a in found and found[a].spec.track_balance]
+        if tracked:
+            rows = await conn.execute(_LOCK_ACCOUNTS, {"ids": tracked})
+            found.update({row.id: _account(row) for row in rows})
+    else:
+        rows = await conn.execute(_LOCK_TRACKED, {"ids": ids})
+        found = {row.id: _account(row) for row in rows}
+        if missing := [a for a in ids if a not in found]:
+            for account in (await _stored_accounts(session, missing)).values():
+                # A tracked account seen only now was created after the locking read:
+                # it was not there when this transfer looked (AccountNotFound below).
+                if not account.spec.track_balance:
+                    found[account.id] = account
     for account_id in ids:
         if account_id not in found:
             raise AccountNotFound(account_id)
@@ -279,13 +350,16 @@ async def _lock_accounts(session: AsyncSession, account_ids: Collection[str]) ->
 
 
 async def _write_counters(session: AsyncSession, changed: Mapping[str, Account]) -> None:
-    """Write the new counters (absolute values computed under the locks).
+    """Write the new counters of the tracked accounts (absolute values computed
+    under the locks); untracked ones are skipped.
 
-    The usual two accounts take one UPDATE with CASE; more (a linked batch, expiry)
-    take one executemany.
+    The usual two accounts take one UPDATE with CASE; one or more than two (a
+    linked batch, expiry) take one executemany.
     """
     conn = await session.connection()
-    ids = sorted(changed)
+    ids = sorted(a for a, account in changed.items() if account.spec.track_balance)
+    if not ids:
+        return
     if len(ids) == 2:
         params: dict[str, Any] = {"a0": ids[0], "a1": ids[1]}
         for n, account_id in enumerate(ids):
@@ -341,24 +415,42 @@ async def transfer(
         if not isinstance(spec, TransferSpec):
             raise InvalidTransfer(f"expected TransferSpec, got {type(spec).__name__}")
     batch = batch_of(specs)
+    ids = [s.id for s in specs]
     accounts = await _lock_accounts(session, {a for s in specs for a in (s.debit, s.credit)})
     # After the locks, in a statement of its own: see the module docstring.
-    stored = await _stored(session, [s.id for s in specs])
-    if stored:
-        for spec in specs:
-            if spec.id not in stored:
-                known = next(iter(stored))
-                raise TransferIdConflict(known, f"it was submitted in a batch without {spec.id!r}")
-            if (difference := content_difference(spec, batch, stored[spec.id])) is not None:
-                raise TransferIdConflict(spec.id, difference)
-        return [stored[s.id] for s in specs]
+    if stored := await _stored(session, ids):
+        return _first_result(specs, batch, stored)
     changed = plan_transfers(specs, accounts)
     created_at = _now(now)
-    records = [
-        await _insert_transfer(session, record_of(s, batch=batch, now=created_at)) for s in specs
-    ]
+    new = [record_of(s, batch=batch, now=created_at) for s in specs]
+    if any(a.spec.track_balance for a in accounts.values()):
+        records = [await _insert_transfer(session, record) for record in new]
+    else:
+        # No lock serializes two submissions of these ids: the UNIQUE index does,
+        # inside a savepoint so that a duplicate does not abort the caller's
+        # transaction (the loser's INSERT waits for the winner's commit).
+        try:
+            async with session.begin_nested():
+                records = [await _insert_transfer(session, record) for record in new]
+        except IntegrityError:
+            if not (stored := await _stored(session, ids)):
+                raise
+            return _first_result(specs, batch, stored)
     await _write_counters(session, changed)
     return records
+
+
+def _first_result(
+    specs: Sequence[TransferSpec], batch: str | None, stored: Mapping[str, Transfer]
+) -> list[Transfer]:
+    """The stored records of a resubmitted batch, or TransferIdConflict."""
+    for spec in specs:
+        if spec.id not in stored:
+            known = next(iter(stored))
+            raise TransferIdConflict(known, f"it was submitted in a batch without {spec.id!r}")
+        if (difference := content_difference(spec, batch, stored[spec.id])) is not None:
+            raise TransferIdConflict(spec.id, difference)
+    return [stored[s.id] for s in specs]
 
 
 async def _resolve(
@@ -379,35 +471,69 @@ async def _resolve(
     first = found[pending_id]
     accounts = await _lock_accounts(session, {first.debit, first.credit})
     stored = await _stored(session, [pending_id, id])  # re-read under the locks
-    pending = stored[pending_id]
-    if id in stored:
-        done = stored[id]
-        wanted_state = TransferState.POSTED if post else TransferState.VOIDED
-        wanted_amount = (amount if amount is not None else pending.amount) if post else done.amount
-        if done.pending_id != pending_id or done.state is not wanted_state:
-            raise TransferIdConflict(id, f"it is not the {wanted_state.value} of {pending_id!r}")
-        if done.amount != wanted_amount:
-            raise TransferIdConflict(id, f"amount: {done.amount} before, {wanted_amount} now")
+    if (done := _resolved_by(stored, pending_id, id=id, amount=amount, post=post)) is not None:
         return done
-    check_pending(pending, pending_id)
+    pending = check_pending(stored[pending_id], pending_id)
     post_amount = (amount if amount is not None else pending.amount) if post else None
     at = _now(now)
     changed = plan_resolution(pending, accounts, post_amount=post_amount, now=at)
+    if not await _claim(session, resolved(pending, posted=post)):
+        # Only when neither account is tracked (no lock serialized the two): another
+        # transaction resolved it first; its UPDATE made ours wait for its commit.
+        stored = await _stored(session, [pending_id, id])
+        if (done := _resolved_by(stored, pending_id, id=id, amount=amount, post=post)) is not None:
+            return done
+        check_pending(stored[pending_id], pending_id)  # raises PendingResolved
+        raise AssertionError(
+            f"pending transfer {pending_id!r} changed under us"
+        )  # pragma: no cover
     record = await _insert_transfer(
         session, resolution_of(pending, id=id, post_amount=post_amount, now=at)
     )
-    await _set_state(session, resolved(pending, posted=post))
     await _write_counters(session, changed)
     return record
 
 
-async def _set_state(session: AsyncSession, pending: Transfer) -> None:
-    # The one UPDATE a transfer row ever gets; its cause is the record just inserted.
-    await session.execute(
-        update(ledger_transfers)
-        .where(and_(_T.seq == pending.seq, _T.state == TransferState.PENDING.value))
-        .values(state=pending.state.value)
+def _resolved_by(
+    stored: Mapping[str, Transfer], pending_id: str, *, id: str, amount: int | None, post: bool
+) -> Transfer | None:
+    """The record ``id`` if it already is this resolution, None if ``id`` is new;
+    TransferIdConflict if ``id`` is something else."""
+    if id not in stored:
+        return None
+    done, pending = stored[id], stored[pending_id]
+    wanted_state = TransferState.POSTED if post else TransferState.VOIDED
+    wanted_amount = (amount if amount is not None else pending.amount) if post else done.amount
+    if done.pending_id != pending_id or done.state is not wanted_state:
+        raise TransferIdConflict(id, f"it is not the {wanted_state.value} of {pending_id!r}")
+    if done.amount != wanted_amount:
+        raise TransferIdConflict(id, f"amount: {done.amount} before, {wanted_amount} now")
+    return done
+
+
+async def _claim(session: AsyncSession, pending: Transfer) -> bool:
+    """Set a pending transfer's new state; False if it is no longer pending.
+
+    The one UPDATE a transfer row ever gets; its cause is the record inserted right
+    after. It also serializes resolutions of one pending transfer whose accounts are
+    both untracked (no account lock does): the second UPDATE waits, then matches
+    nothing.
+    """
+    conn = await session.connection()
+    result = cast(
+        CursorResult[Any],
+        await conn.execute(
+            _CLAIM_PENDING, {"pending_seq": pending.seq, "new_state": pending.state.value}
+        ),
     )
+    return result.rowcount == 1
+
+
+_CLAIM_PENDING: Final = (
+    update(ledger_transfers)
+    .where(and_(_T.seq == bindparam("pending_seq"), _T.state == TransferState.PENDING.value))
+    .values(state=bindparam("new_state"))
+)
 
 
 async def post_pending(
@@ -458,7 +584,10 @@ async def expire_pending(session: AsyncSession, now: datetime, *, limit: int = 1
         if pending.state is not TransferState.PENDING:
             continue  # resolved by someone else while we waited for the locks
         current = {**accounts, **changed}
-        changed.update(plan_resolution(pending, current, post_amount=None, now=now))
+        planned = plan_resolution(pending, current, post_amount=None, now=now)
+        if not await _claim(session, resolved(pending, posted=False)):
+            continue  # untracked accounts only: another worker expired it first
+        changed.update(planned)
         await _insert_transfer(
             session,
             resolution_of(
@@ -469,7 +598,6 @@ async def expire_pending(session: AsyncSession, now: datetime, *, limit: int = 1
                 metadata=EXPIRED_METADATA,
             ),
         )
-        await _set_state(session, resolved(pending, posted=False))
         expired += 1
     if changed:
         await _write_counters(session, changed)
@@ -497,7 +625,61 @@ async def balance(session: AsyncSession, account_id: str) -> Balance:
 async def ledger_balances(session: AsyncSession, ledger: str) -> dict[str, Balance]:
     """Every account of ``ledger`` with its balance (for reconciliation)."""
     rows = await session.execute(select(ledger_accounts).where(_A.ledger == ledger).order_by(_A.id))
-    return {row.id: _account(row).balance for row in rows}
+    accounts = await _with_derived(session, {row.id: _account(row) for row in rows})
+    return {account_id: account.balance for account_id, account in accounts.items()}
+
+
+def _sums_by(side: Any, name: str) -> Any:
+    return (
+        select(
+            side.label("account"),
+            literal_column(f"'{name}'").label("side"),
+            _T.state,
+            func.sum(_T.amount).label("total"),
+        )
+        .where(
+            side.in_(bindparam("ids", expanding=True)),
+            _T.state.in_([TransferState.POSTED.value, TransferState.PENDING.value]),
+        )
+        .group_by(side, _T.state)
+    )
+
+
+_UNTRACKED_SUMS: Final = union_all(_sums_by(_T.debit, "debits"), _sums_by(_T.credit, "credits"))
+"""Posted and open pending amounts per untracked account and side, from the log.
+
+Every record in state ``posted`` moved posted counters by its amount (a single-phase
+transfer, or the post of a reservation); a reservation counts as pending exactly
+while its own record is ``pending`` (see :func:`ludex.ledger.model.replay`)."""
+
+
+async def _with_derived(
+    session: AsyncSession, accounts: Mapping[str, Account]
+) -> dict[str, Account]:
+    """``accounts`` with the counters of the untracked ones summed from the log."""
+    untracked = sorted(a for a, account in accounts.items() if not account.spec.track_balance)
+    if not untracked:
+        return dict(accounts)
+    conn = await session.connection()
+    sums: dict[tuple[str, str, str], int] = {}
+    for row in await conn.execute(_UNTRACKED_SUMS, {"ids": untracked}):
+        sums[(row.account, row.side, row.state)] = int(row.total or 0)
+    derived = dict(accounts)
+    posted, pending = TransferState.POSTED.value, TransferState.PENDING.value
+    for account_id in untracked:
+        account = accounts[account_id]
+        derived[account_id] = Account(
+            account.spec,
+            Balance(
+                account_id,
+                account.spec.ledger,
+                posted_debits=sums.get((account_id, "debits", posted), 0),
+                posted_credits=sums.get((account_id, "credits", posted), 0),
+                pending_debits=sums.get((account_id, "debits", pending), 0),
+                pending_credits=sums.get((account_id, "credits", pending), 0),
+            ),
+        )
+    return derived
 
 
 async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:

@@ -789,6 +789,7 @@ class WalletService:
                         ledger.CHIPS,
                         AccountKind.PROVIDER_FLOAT,
                         allow_negative=True,
+                        track_balance=False,  # every bet and win of the provider: no hot row
                     )
                 ],
             )
@@ -856,7 +857,11 @@ class WalletService:
                 [
                     AccountSpec(player_account(player_id), ledger.CHIPS, AccountKind.PLAYER),
                     AccountSpec(
-                        HOUSE_ACCOUNT, ledger.CHIPS, AccountKind.HOUSE, allow_negative=True
+                        HOUSE_ACCOUNT,
+                        ledger.CHIPS,
+                        AccountKind.HOUSE,
+                        allow_negative=True,
+                        track_balance=False,  # funds every player: derived, never locked
                     ),
                 ],
             )

@@ -98,6 +98,7 @@ ledger_accounts = Table(
     Column("ledger", _ascii_key(LEDGER_NAME_LENGTH), nullable=False, index=True),
     Column("kind", String(LEDGER_KIND_LENGTH), nullable=False),
     Column("allow_negative", Boolean(), nullable=False),
+    Column("track_balance", Boolean(), nullable=False),
     Column("posted_debits", BigInteger(), nullable=False),
     Column("posted_credits", BigInteger(), nullable=False),
     Column("pending_debits", BigInteger(), nullable=False),
@@ -105,7 +106,9 @@ ledger_accounts = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 """One row per ledger account: its spec and four balance counters (changed only under
-the row lock, in the transaction that inserts the transfer that moves them)."""
+the row lock, in the transaction that inserts the transfer that moves them). An
+account with ``track_balance`` false keeps its counters at zero and is never locked;
+its balance is summed from ``ledger_transfers`` on read."""
 
 ledger_transfers = Table(
     "ledger_transfers",
@@ -131,6 +134,9 @@ ledger_transfers = Table(
     Index(None, "credit", "seq"),
     Index(None, "ledger", "seq"),
     Index(None, "state", "expires_at"),
+    # Covering indexes for the balances of untracked accounts (sums by state).
+    Index(None, "debit", "state", "amount"),
+    Index(None, "credit", "state", "amount"),
     sqlite_autoincrement=True,
 )
 """Immutable transfers in commit-serial order (``seq``); only a pending transfer's

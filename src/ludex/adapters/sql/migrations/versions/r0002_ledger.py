@@ -4,6 +4,10 @@ Identifiers (account ids, transfer ids, ledger names) are ASCII with a binary
 collation on MySQL/MariaDB, whose default utf8mb4 collations compare case- and
 accent-insensitively: ``"Tx1"`` and ``"tx1"`` must be two transfers on every store.
 
+An account with ``track_balance`` false (a shared counterparty) is never locked and
+its counters stay zero; its balance is summed from its transfers by state, which the
+``(debit|credit, state, amount)`` indexes cover.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2025-01-02
@@ -38,6 +42,7 @@ def upgrade() -> None:
         sa.Column("ledger", _key(96), nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("allow_negative", sa.Boolean(), nullable=False),
+        sa.Column("track_balance", sa.Boolean(), nullable=False),
         sa.Column("posted_debits", sa.BigInteger(), nullable=False),
         sa.Column("posted_credits", sa.BigInteger(), nullable=False),
         sa.Column("pending_debits", sa.BigInteger(), nullable=False),
@@ -84,6 +89,15 @@ def upgrade() -> None:
     op.create_index("ix_ledger_transfers_ledger_seq", "ledger_transfers", ["ledger", "seq"])
     op.create_index(
         "ix_ledger_transfers_state_expires_at", "ledger_transfers", ["state", "expires_at"]
+    )
+    # The balance of an untracked account is a sum over its transfers by state.
+    op.create_index(
+        "ix_ledger_transfers_debit_state_amount", "ledger_transfers", ["debit", "state", "amount"]
+    )
+    op.create_index(
+        "ix_ledger_transfers_credit_state_amount",
+        "ledger_transfers",
+        ["credit", "state", "amount"],
     )
 
 
