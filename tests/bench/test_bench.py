@@ -134,3 +134,29 @@ def test_cli_prints_json(args: list[str], skipped: str) -> None:
     printed = json.loads(result.stdout)
     assert printed["benchmark"] == args[0]
     assert "skipped" in printed["backends"][skipped]
+
+
+async def test_ledger_bench_on_sqlite(tmp_path: Any) -> None:
+    from ludex.bench import ledger
+
+    result = await ledger.run_transfers(
+        f"sqlite:///{tmp_path}/ledger.db", accounts=20, workers=4, transfers=200, warmup=10
+    )
+    transfers = result["transfers"]
+    assert transfers["attempted"] == 200
+    assert transfers["applied"] + transfers["refused_insufficient_funds"] == 200
+    assert result["check"]["balances_sum_to_zero"] is True
+    _positive_numbers(transfers["latency"])
+
+
+async def test_wallet_bench_on_sqlite(tmp_path: Any) -> None:
+    from ludex.bench import wallet
+
+    result = await wallet.run(
+        f"sqlite:///{tmp_path}/wallet.db", players=10, workers=4, pairs=50, warmup=10
+    )
+    assert result["store"] == "sqlite"
+    assert result["pairs"] == 50
+    assert result["pairs_per_s"] > 0
+    _positive_numbers(result["bet"])
+    _positive_numbers(result["win"])
