@@ -40,12 +40,13 @@ counterparties from being one hot row every transfer queues on:
   reading their row without a lock is enough to know they exist.
 * Only the tracked accounts are locked, in the same sorted order. On PostgreSQL
   and SQLite one ``... WHERE id IN (...) AND track_balance ORDER BY id FOR
-  UPDATE`` locks exactly those (PostgreSQL locks only rows the WHERE keeps), and a
-  plain SELECT reads the untracked ones when some ids were not returned. InnoDB
-  would lock every row its index lookup touches, untracked ones included, before
-  the WHERE drops them, and wait on the shared locks the foreign-key checks of
-  concurrent inserts hold on them; so on MySQL/MariaDB a plain SELECT reads all
-  the accounts first, then the tracked ids alone are locked by primary key.
+  UPDATE`` (a CTE) locks exactly those (PostgreSQL locks only rows the WHERE keeps),
+  and a plain SELECT ``UNION ALL``-ed to it reads the untracked ones, in the same
+  statement. InnoDB would lock every row its index lookup touches, untracked ones
+  included, before the WHERE drops them, and wait on the shared locks the
+  foreign-key checks of concurrent inserts hold on them; so on MySQL/MariaDB a
+  plain SELECT reads all the accounts first, then the tracked ids alone are locked
+  by primary key.
 * The foreign keys from ``ledger_transfers`` still take shared (key-share) locks
   on an untracked row; they never conflict with each other, and nothing takes an
   exclusive lock on such a row, so they add no deadlock.
@@ -64,6 +65,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Final, cast
 
 from sqlalchemy import (
@@ -287,12 +289,54 @@ _LOCK_ACCOUNTS: Final = (
     .order_by(_A.id)
     .with_for_update()
 )
-_LOCK_TRACKED: Final = (
+_LOCKED_TRACKED: Final = (
     select(ledger_accounts)
     .where(_A.id.in_(bindparam("ids", expanding=True)), _A.track_balance.is_(True))
     .order_by(_A.id)
     .with_for_update()
+    .cte("locked_tracked")
 )
+_LOCK_TRACKED_READ_UNTRACKED: Final = union_all(
+    select(_LOCKED_TRACKED),
+    select(ledger_accounts).where(
+        _A.id.in_(bindparam("untracked_ids", expanding=True)), _A.track_balance.is_(False)
+    ),
+)
+"""PostgreSQL and SQLite: lock the tracked rows (sorted) and read the untracked ones in
+one statement, one snapshot: the CTE's ``FOR UPDATE`` locks only the rows its WHERE
+keeps; the second branch reads the untracked rows without a lock."""
+FIXED_ARITY_MAX: Final = 4
+"""Up to this many ids, the hot statements use one plain parameter per id instead of an
+expanding ``IN`` (whose SQL is re-rendered on every execution)."""
+
+
+def _ids_params(ids: Sequence[str]) -> dict[str, str]:
+    return {f"id{n}": value for n, value in enumerate(ids)}
+
+
+@cache
+def _lock_statement(arity: int) -> Any:
+    """:data:`_LOCK_TRACKED_READ_UNTRACKED` for exactly ``arity`` ids ``id0``, ``id1`` ..."""
+    ids: list[Any] = [bindparam(f"id{n}") for n in range(arity)]
+    locked = (
+        select(ledger_accounts)
+        .where(_A.id.in_(ids), _A.track_balance.is_(True))
+        .order_by(_A.id)
+        .with_for_update()
+        .cte("locked_tracked")
+    )
+    return union_all(
+        select(locked),
+        select(ledger_accounts).where(_A.id.in_(ids), _A.track_balance.is_(False)),
+    )
+
+
+@cache
+def _transfers_statement(arity: int) -> Any:
+    """:data:`_TRANSFERS_BY_ID` for exactly ``arity`` ids ``id0``, ``id1`` ..."""
+    return select(ledger_transfers).where(_T.id.in_([bindparam(f"id{n}") for n in range(arity)]))
+
+
 _TRANSFERS_BY_ID: Final = select(ledger_transfers).where(
     _T.id.in_(bindparam("ids", expanding=True))
 )
@@ -335,14 +379,13 @@ async def _lock_accounts(session: AsyncSession, account_ids: Collection[str]) ->
             rows = await conn.execute(_LOCK_ACCOUNTS, {"ids": tracked})
             found.update({row.id: _account(row) for row in rows})
     else:
-        rows = await conn.execute(_LOCK_TRACKED, {"ids": ids})
+        if len(ids) <= FIXED_ARITY_MAX:
+            rows = await conn.execute(_lock_statement(len(ids)), _ids_params(ids))
+        else:
+            rows = await conn.execute(
+                _LOCK_TRACKED_READ_UNTRACKED, {"ids": ids, "untracked_ids": ids}
+            )
         found = {row.id: _account(row) for row in rows}
-        if missing := [a for a in ids if a not in found]:
-            for account in (await _stored_accounts(session, missing)).values():
-                # A tracked account seen only now was created after the locking read:
-                # it was not there when this transfer looked (AccountNotFound below).
-                if not account.spec.track_balance:
-                    found[account.id] = account
     for account_id in ids:
         if account_id not in found:
             raise AccountNotFound(account_id)
@@ -353,8 +396,8 @@ async def _write_counters(session: AsyncSession, changed: Mapping[str, Account])
     """Write the new counters of the tracked accounts (absolute values computed
     under the locks); untracked ones are skipped.
 
-    The usual two accounts take one UPDATE with CASE; one or more than two (a
-    linked batch, expiry) take one executemany.
+    The usual two accounts take one UPDATE with CASE, a single one a plain UPDATE,
+    more than two (a linked batch, expiry) one executemany.
     """
     conn = await session.connection()
     ids = sorted(a for a, account in changed.items() if account.spec.track_balance)
@@ -368,14 +411,12 @@ async def _write_counters(session: AsyncSession, changed: Mapping[str, Account])
                 params[f"{name}{n}"] = getattr(b, name)
         await conn.execute(_UPDATE_TWO_ACCOUNTS, params)
         return
-    await conn.execute(
-        _UPDATE_ONE_ACCOUNT,
-        [
-            {"a": account_id}
-            | {f"new_{name}": getattr(changed[account_id].balance, name) for name in _COUNTERS}
-            for account_id in ids
-        ],
-    )
+    rows = [
+        {"a": account_id}
+        | {f"new_{name}": getattr(changed[account_id].balance, name) for name in _COUNTERS}
+        for account_id in ids
+    ]
+    await conn.execute(_UPDATE_ONE_ACCOUNT, rows[0] if len(rows) == 1 else rows)
 
 
 async def _insert_transfer(session: AsyncSession, record: Transfer) -> Transfer:
@@ -389,7 +430,11 @@ async def _insert_transfer(session: AsyncSession, record: Transfer) -> Transfer:
 
 async def _stored(session: AsyncSession, transfer_ids: Collection[str]) -> dict[str, Transfer]:
     conn = await session.connection()
-    rows = await conn.execute(_TRANSFERS_BY_ID, {"ids": sorted(transfer_ids)})
+    ids = sorted(transfer_ids)
+    if 0 < len(ids) <= FIXED_ARITY_MAX:
+        rows = await conn.execute(_transfers_statement(len(ids)), _ids_params(ids))
+    else:
+        rows = await conn.execute(_TRANSFERS_BY_ID, {"ids": ids})
     return {row.id: _transfer(row) for row in rows}
 
 
@@ -408,9 +453,22 @@ async def transfer(
     InsufficientFunds, LedgerMismatch, AccountNotFound, InvalidTransfer,
     BalanceOverflow.
     """
+    return (await transfer_with_balances(session, specs, now=now))[0]
+
+
+async def transfer_with_balances(
+    session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime | None = None
+) -> tuple[list[Transfer], dict[str, Balance]]:
+    """:func:`transfer`, plus the balances of its tracked accounts once it is applied.
+
+    The balances are the ones computed under the account locks (the new counters, or
+    the current ones when the transfer was already applied), so a caller that needs a
+    balance right after a transfer does not read the row again. Untracked accounts
+    (counters derived from the log) are left out: ask :func:`balances` for those.
+    """
     specs = list(specs)
     if not specs:
-        return []
+        return [], {}
     for spec in specs:
         if not isinstance(spec, TransferSpec):
             raise InvalidTransfer(f"expected TransferSpec, got {type(spec).__name__}")
@@ -419,7 +477,7 @@ async def transfer(
     accounts = await _lock_accounts(session, {a for s in specs for a in (s.debit, s.credit)})
     # After the locks, in a statement of its own: see the module docstring.
     if stored := await _stored(session, ids):
-        return _first_result(specs, batch, stored)
+        return _first_result(specs, batch, stored), _tracked_balances(accounts)
     changed = plan_transfers(specs, accounts)
     created_at = _now(now)
     new = [record_of(s, batch=batch, now=created_at) for s in specs]
@@ -435,9 +493,13 @@ async def transfer(
         except IntegrityError:
             if not (stored := await _stored(session, ids)):
                 raise
-            return _first_result(specs, batch, stored)
+            return _first_result(specs, batch, stored), _tracked_balances(accounts)
     await _write_counters(session, changed)
-    return records
+    return records, _tracked_balances({**accounts, **changed})
+
+
+def _tracked_balances(accounts: Mapping[str, Account]) -> dict[str, Balance]:
+    return {a: account.balance for a, account in accounts.items() if account.spec.track_balance}
 
 
 def _first_result(

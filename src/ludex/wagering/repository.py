@@ -7,6 +7,11 @@ transaction row, its round update, its outbox event and its audit row commit
 together. ``for_update=True`` takes a row lock on PostgreSQL and MySQL (SQLite
 already runs one writer at a time).
 
+The statements of the bet/win/rollback path are built once at import and run with
+Core on the session's connection: building a ``select()``/``insert()`` per call,
+its cache key and the ORM execution path cost more CPU than the database spent on
+the statement.
+
 This module must never commit, roll back or open a transaction of its own.
 """
 
@@ -14,9 +19,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ludex.adapters.sql.tables import (
@@ -75,11 +90,40 @@ class RoundRow:
     total_win: int
 
 
+_PT = provider_transactions.c
+_R = provider_rounds.c
+
+_PLAYER_STATUS: Final = select(players.c.status).where(players.c.id == bindparam("player_id"))
+_TRANSACTION_WHERE: Final = (
+    _PT.provider_id == bindparam("provider_id"),
+    _PT.transaction_id == bindparam("transaction_id"),
+)
+_TRANSACTION: Final = select(provider_transactions).where(*_TRANSACTION_WHERE)
+_TRANSACTION_FOR_UPDATE: Final = _TRANSACTION.with_for_update()
+_ONE_ROW: Final = select(literal(1).label("one")).subquery("one_row")
+_TRANSACTION_AND_PLAYER: Final = select(
+    _PLAYER_STATUS.scalar_subquery().label("player_status_"), provider_transactions
+).select_from(_ONE_ROW.outerjoin(provider_transactions, and_(*_TRANSACTION_WHERE)))
+"""One row always: the player's status (NULL: no such player) and the transaction's
+columns (all NULL: no such transaction), in one round trip."""
+_INSERT_TRANSACTION: Final = insert(provider_transactions)
+_ROUND: Final = select(provider_rounds).where(
+    _R.provider_id == bindparam("provider_id"), _R.round_id == bindparam("round_id")
+)
+_ROUND_FOR_UPDATE: Final = _ROUND.with_for_update()
+_INSERT_ROUND: Final = insert(provider_rounds)
+_UPDATE_ROUND: Final = update(provider_rounds).where(
+    _R.provider_id == bindparam("where_provider_id"), _R.round_id == bindparam("where_round_id")
+)
+"""SET takes the columns named by the parameters (compiled once per set of names)."""
+
+
 # players ---------------------------------------------------------------------------
 
 
 async def player_status(session: AsyncSession, player_id: str) -> str | None:
-    value = await session.scalar(select(players.c.status).where(players.c.id == player_id))
+    conn = await session.connection()
+    value = (await conn.execute(_PLAYER_STATUS, {"player_id": player_id})).scalar()
     return None if value is None else str(value)
 
 
@@ -161,20 +205,36 @@ def _transaction(row: Any) -> TransactionRow:
 async def get_transaction(
     session: AsyncSession, provider_id: str, transaction_id: str, *, for_update: bool = False
 ) -> TransactionRow | None:
-    query = select(provider_transactions).where(
-        provider_transactions.c.provider_id == provider_id,
-        provider_transactions.c.transaction_id == transaction_id,
-    )
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).one_or_none()
+    conn = await session.connection()
+    row = (
+        await conn.execute(
+            _TRANSACTION_FOR_UPDATE if for_update else _TRANSACTION,
+            {"provider_id": provider_id, "transaction_id": transaction_id},
+        )
+    ).one_or_none()
     return None if row is None else _transaction(row)
+
+
+async def get_transaction_and_player(
+    session: AsyncSession, provider_id: str, transaction_id: str, player_id: str
+) -> tuple[TransactionRow | None, str | None]:
+    """:func:`get_transaction` and :func:`player_status` in one statement (unlocked)."""
+    conn = await session.connection()
+    row = (
+        await conn.execute(
+            _TRANSACTION_AND_PLAYER,
+            {"provider_id": provider_id, "transaction_id": transaction_id, "player_id": player_id},
+        )
+    ).one()
+    status = None if row.player_status_ is None else str(row.player_status_)
+    return (None if row.id is None else _transaction(row)), status
 
 
 async def insert_transaction(session: AsyncSession, **values: Any) -> None:
     """Insert one row; a second row for the same (provider, transaction id) fails the
     caller's transaction with StoreError (the service then answers from the first)."""
-    await session.execute(insert(provider_transactions).values(**values))
+    conn = await session.connection()
+    await conn.execute(_INSERT_TRANSACTION, values)
 
 
 async def mark_rolled_back(
@@ -201,12 +261,13 @@ async def all_transactions(session: AsyncSession) -> list[TransactionRow]:
 async def get_round(
     session: AsyncSession, provider_id: str, round_id: str, *, for_update: bool = False
 ) -> RoundRow | None:
-    query = select(provider_rounds).where(
-        provider_rounds.c.provider_id == provider_id, provider_rounds.c.round_id == round_id
-    )
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).one_or_none()
+    conn = await session.connection()
+    row = (
+        await conn.execute(
+            _ROUND_FOR_UPDATE if for_update else _ROUND,
+            {"provider_id": provider_id, "round_id": round_id},
+        )
+    ).one_or_none()
     if row is None:
         return None
     return RoundRow(
@@ -230,32 +291,40 @@ async def insert_round(
     player_id: str,
     game_id: str,
     now: datetime,
+    open_stakes: int = 0,
+    open_bets: int = 0,
+    total_bet: int = 0,
 ) -> RoundRow:
-    await session.execute(
-        insert(provider_rounds).values(
-            provider_id=provider_id,
-            round_id=round_id,
-            player_id=player_id,
-            game_id=game_id,
-            status="open",
-            open_stakes=0,
-            open_bets=0,
-            total_bet=0,
-            total_win=0,
-            created_at=now,
-            updated_at=now,
-        )
+    """Open a round (with its first bet's figures when given, saving an UPDATE)."""
+    conn = await session.connection()
+    await conn.execute(
+        _INSERT_ROUND,
+        {
+            "provider_id": provider_id,
+            "round_id": round_id,
+            "player_id": player_id,
+            "game_id": game_id,
+            "status": "open",
+            "open_stakes": open_stakes,
+            "open_bets": open_bets,
+            "total_bet": total_bet,
+            "total_win": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    return RoundRow(provider_id, round_id, player_id, game_id, "open", 0, 0, 0, 0)
+    return RoundRow(
+        provider_id, round_id, player_id, game_id, "open", open_stakes, open_bets, total_bet, 0
+    )
 
 
 async def update_round(
     session: AsyncSession, provider_id: str, round_id: str, *, now: datetime, **values: Any
 ) -> None:
-    await session.execute(
-        update(provider_rounds)
-        .where(provider_rounds.c.provider_id == provider_id, provider_rounds.c.round_id == round_id)
-        .values(updated_at=now, **values)
+    conn = await session.connection()
+    await conn.execute(
+        _UPDATE_ROUND,
+        {"where_provider_id": provider_id, "where_round_id": round_id, "updated_at": now, **values},
     )
 
 

@@ -67,6 +67,7 @@ from ludex.events import (
     new_event,
 )
 from ludex.ledger import AccountKind, AccountSpec, TransferSpec
+from ludex.ledger.repository import transfer_with_balances
 from ludex.ports.kv import KeyValue
 from ludex.ports.store import OperationalStore
 from ludex.wagering import crypto, limits, repository
@@ -191,48 +192,55 @@ class WalletService:
     async def bet(self, provider_id: str, request: BetRequest) -> WalletResponse:
         digest = request.payload_hash("bet")
         return await self._run(
-            lambda session: self._bet(session, provider_id, request, digest),
+            lambda session, status: self._bet(session, status, provider_id, request, digest),
             provider_id,
             request.transaction_id,
+            request.player_id,
             digest,
         )
 
     async def win(self, provider_id: str, request: WinRequest) -> WalletResponse:
         digest = request.payload_hash("win")
         return await self._run(
-            lambda session: self._win(session, provider_id, request, digest),
+            lambda session, status: self._win(session, status, provider_id, request, digest),
             provider_id,
             request.transaction_id,
+            request.player_id,
             digest,
         )
 
     async def rollback(self, provider_id: str, request: RollbackRequest) -> WalletResponse:
         digest = request.payload_hash("rollback")
         return await self._run(
-            lambda session: self._rollback(session, provider_id, request, digest),
+            lambda session, status: self._rollback(session, status, provider_id, request, digest),
             provider_id,
             request.transaction_id,
+            request.player_id,
             digest,
         )
 
     async def _run(
         self,
-        operation: Callable[[AsyncSession], Awaitable[_Outcome]],
+        operation: Callable[[AsyncSession, str | None], Awaitable[_Outcome]],
         provider_id: str,
         transaction_id: str,
+        player_id: str,
         digest: str,
     ) -> WalletResponse:
         """Run one operation in a transaction; on a race for the same id, answer from the
-        row the winner stored (retrying a few times on deadlocks and key conflicts)."""
+        row the winner stored (retrying a few times on deadlocks and key conflicts).
+
+        The operation gets the player's status (None: unknown player), read in the same
+        statement as the idempotency lookup."""
         for attempt in range(CONFLICT_RETRIES):
             try:
                 async with self._store.transaction() as session:
-                    existing = await repository.get_transaction(
-                        session, provider_id, transaction_id
+                    existing, status = await repository.get_transaction_and_player(
+                        session, provider_id, transaction_id, player_id
                     )
                     if existing is not None:
                         return _replay(existing, digest)
-                    outcome = await operation(session)
+                    outcome = await operation(session, status)
                 return outcome.response
             except WalletRefusal as refused:
                 return _as_response(refused)
@@ -250,9 +258,14 @@ class WalletService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _bet(
-        self, session: AsyncSession, provider_id: str, r: BetRequest, digest: str
+        self,
+        session: AsyncSession,
+        player_status: str | None,
+        provider_id: str,
+        r: BetRequest,
+        digest: str,
     ) -> _Outcome:
-        await self._check_player(session, r.player_id, for_bet=True)
+        _check_status(player_status, r.player_id, for_bet=True)
         round_row = await repository.get_round(session, provider_id, r.round_id, for_update=True)
         if round_row is not None:
             _check_round_owner(round_row, r.player_id, r.game_id)
@@ -280,12 +293,22 @@ class WalletService:
                 refusal(Status.LIMIT_REACHED, breach.message, limit=breach.limit, currency=CURRENCY)
             )
         now = datetime.now(UTC)
+        new_round = round_row is None
         if round_row is None:
+            # Opened with this bet's figures (a refusal below rolls it back with the rest).
             round_row = await repository.insert_round(
-                session, provider_id, r.round_id, player_id=r.player_id, game_id=r.game_id, now=now
+                session,
+                provider_id,
+                r.round_id,
+                player_id=r.player_id,
+                game_id=r.game_id,
+                now=now,
+                open_stakes=r.amount,
+                open_bets=1,
+                total_bet=r.amount,
             )
         tid = transfer_id("bet", provider_id, r.transaction_id)
-        await self._move(
+        moved = await self._move(
             session,
             tid,
             player_account(r.player_id),
@@ -295,7 +318,7 @@ class WalletService:
             provider_id,
             r.transaction_id,
         )
-        balance = await self._player_balance(session, r.player_id)
+        balance = await self._balance_after(session, r.player_id, moved)
         response = WalletResponse(
             status=Status.OK, balance=balance, currency=CURRENCY, transaction_id=r.transaction_id
         )
@@ -315,15 +338,16 @@ class WalletService:
             transfer_id=tid,
             created_at=now,
         )
-        await repository.update_round(
-            session,
-            provider_id,
-            r.round_id,
-            now=now,
-            open_stakes=round_row.open_stakes + r.amount,
-            open_bets=round_row.open_bets + 1,
-            total_bet=round_row.total_bet + r.amount,
-        )
+        if not new_round:
+            await repository.update_round(
+                session,
+                provider_id,
+                r.round_id,
+                now=now,
+                open_stakes=round_row.open_stakes + r.amount,
+                open_bets=round_row.open_bets + 1,
+                total_bet=round_row.total_bet + r.amount,
+            )
         await self._emit(
             session,
             r.player_id,
@@ -341,9 +365,14 @@ class WalletService:
         return _Outcome(response, stored=True)
 
     async def _win(
-        self, session: AsyncSession, provider_id: str, r: WinRequest, digest: str
+        self,
+        session: AsyncSession,
+        player_status: str | None,
+        provider_id: str,
+        r: WinRequest,
+        digest: str,
     ) -> _Outcome:
-        await self._check_player(session, r.player_id, for_bet=False)
+        _check_status(player_status, r.player_id, for_bet=False)
         round_row = await repository.get_round(session, provider_id, r.round_id, for_update=True)
         if round_row is None:
             raise _refuse(
@@ -367,9 +396,10 @@ class WalletService:
                 raise _refuse(Status.ROLLED_BACK, f"bet {r.bet_transaction_id!r} was rolled back")
         now = datetime.now(UTC)
         tid: str | None = None
+        moved: Mapping[str, ledger.Balance] = {}
         if r.amount > 0:
             tid = transfer_id("win", provider_id, r.transaction_id)
-            await self._move(
+            moved = await self._move(
                 session,
                 tid,
                 provider_account(provider_id),
@@ -379,7 +409,7 @@ class WalletService:
                 provider_id,
                 r.transaction_id,
             )
-        balance = await self._player_balance(session, r.player_id)
+        balance = await self._balance_after(session, r.player_id, moved)
         response = WalletResponse(
             status=Status.OK, balance=balance, currency=CURRENCY, transaction_id=r.transaction_id
         )
@@ -437,9 +467,14 @@ class WalletService:
         return _Outcome(response, stored=True)
 
     async def _rollback(
-        self, session: AsyncSession, provider_id: str, r: RollbackRequest, digest: str
+        self,
+        session: AsyncSession,
+        player_status: str | None,
+        provider_id: str,
+        r: RollbackRequest,
+        digest: str,
     ) -> _Outcome:
-        await self._check_player(session, r.player_id, for_bet=False)
+        _check_status(player_status, r.player_id, for_bet=False)
         now = datetime.now(UTC)
         target = await repository.get_transaction(
             session, provider_id, r.rolled_back_transaction_id
@@ -489,7 +524,7 @@ class WalletService:
                 f"round {round_row.round_id!r} is settled; a settled bet cannot be rolled back",
             )
         tid = transfer_id("rollback", provider_id, r.transaction_id)
-        await self._move(
+        moved = await self._move(
             session,
             tid,
             provider_account(provider_id),
@@ -499,7 +534,7 @@ class WalletService:
             provider_id,
             r.transaction_id,
         )
-        balance = await self._player_balance(session, r.player_id)
+        balance = await self._balance_after(session, r.player_id, moved)
         response = WalletResponse(
             status=Status.OK, balance=balance, currency=CURRENCY, transaction_id=r.transaction_id
         )
@@ -611,11 +646,19 @@ class WalletService:
     # -- helpers ----------------------------------------------------------------------
 
     async def _check_player(self, session: AsyncSession, player_id: str, *, for_bet: bool) -> None:
-        status = await repository.player_status(session, player_id)
-        if status is None:
-            raise _refuse(Status.UNKNOWN_PLAYER, f"no player {player_id!r}")
-        if status != "active" and for_bet:
-            raise _refuse(Status.PLAYER_BLOCKED, f"player {player_id!r} is blocked")
+        _check_status(
+            await repository.player_status(session, player_id), player_id, for_bet=for_bet
+        )
+
+    async def _balance_after(
+        self, session: AsyncSession, player_id: str, moved: Mapping[str, ledger.Balance]
+    ) -> int:
+        """The player's available balance after a transfer: the one the ledger computed
+        under the account lock when it has it, else read."""
+        found = moved.get(player_account(player_id))
+        if found is not None:
+            return found.available
+        return await self._player_balance(session, player_id)
 
     async def _player_balance(self, session: AsyncSession, player_id: str) -> int:
         try:
@@ -634,7 +677,8 @@ class WalletService:
         code: str,
         provider_id: str,
         transaction_id: str,
-    ) -> None:
+    ) -> Mapping[str, ledger.Balance]:
+        """Apply the transfer; return the balances of its tracked accounts after it."""
         spec = TransferSpec(
             id=tid,
             debit=debit,
@@ -645,7 +689,7 @@ class WalletService:
             metadata={"provider": provider_id, "transaction_id": transaction_id},
         )
         try:
-            await ledger.transfer(session, [spec])
+            return (await transfer_with_balances(session, [spec]))[1]
         except InsufficientFunds as exc:
             raise _refuse(
                 Status.INSUFFICIENT_FUNDS,
@@ -952,6 +996,13 @@ class WalletService:
                 response=response,
                 duration_ms=duration_ms,
             )
+
+
+def _check_status(status: str | None, player_id: str, *, for_bet: bool) -> None:
+    if status is None:
+        raise _refuse(Status.UNKNOWN_PLAYER, f"no player {player_id!r}")
+    if status != "active" and for_bet:
+        raise _refuse(Status.PLAYER_BLOCKED, f"player {player_id!r} is blocked")
 
 
 def _check_round_owner(round_row: repository.RoundRow, player_id: str, game_id: str) -> None:

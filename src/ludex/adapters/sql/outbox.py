@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +46,9 @@ class OutboxRow:
     payload: bytes
     created_at: datetime
     published_at: datetime | None
+
+
+_INSERT: Final = insert(outbox)
 
 
 def _row(envelope: Envelope, now: datetime) -> dict[str, Any]:
@@ -93,10 +96,13 @@ async def add_to_outbox(session: AsyncSession, *envelopes: Envelope) -> None:
         )
     now = datetime.now(UTC)
     rows = [_row(envelope, now) for envelope in envelopes]
-    # One multi-row INSERT (executemany: a single VALUES list on SQLite and PostgreSQL, a
+    # Core on the session's connection with a statement built once (no ORM execution
+    # path, no per-call statement building or cache-key generation). Several rows: one
+    # multi-row INSERT (executemany: a single VALUES list on SQLite and PostgreSQL, a
     # rewritten multi-row INSERT on MySQL); every backend assigns the autoincrement ids
     # in row order within one statement, which keeps ids in argument order.
-    await session.execute(insert(outbox), rows)
+    conn = await session.connection()
+    await conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
 
 
 async def fetch_unpublished(session: AsyncSession, limit: int) -> list[OutboxRow]:
