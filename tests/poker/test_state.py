@@ -323,17 +323,26 @@ def test_checked_down_showdown_starts_left_of_button_and_default_mucks_losers() 
     assert state.stacks == [98, 104, 98]
 
 
-def test_the_last_player_in_a_pot_cannot_muck() -> None:
+def test_the_last_live_hand_wins_without_being_shown() -> None:
+    """TDA 2024 Rule 17-B: once every other hand is mucked, the last live hand wins
+    without being tabled; by default it is not shown, and it may still be shown."""
     state = dealt(NLHE, [100, 100], 0, ["KcKd", "AsAh"])
     state.check_or_call()
     state.check_or_call()
     check_down(state, "2c7d9hJs3c")
     assert state.actor == 1
-    state.show_or_muck(False)
-    with pytest.raises(IllegalAction, match="must show"):
-        state.show_or_muck(False)
-    state.show_or_muck()
-    assert state.stacks == [102, 98]  # the mucked aces forfeit
+    assert state.show_or_muck(False) == ShowOrMuck(1, ())  # the aces are mucked: forfeit
+    assert state.show_or_muck() == ShowOrMuck(0, ())  # kings win unshown
+    assert state.phase is Phase.DONE
+    assert state.stacks == [102, 98]
+
+    shown = dealt(NLHE, [100, 100], 0, ["KcKd", "AsAh"])
+    shown.check_or_call()
+    shown.check_or_call()
+    check_down(shown, "2c7d9hJs3c")
+    shown.show_or_muck(False)
+    assert shown.show_or_muck(True) == ShowOrMuck(0, tuple(cards("KcKd")))
+    assert shown.stacks == [102, 98]
 
 
 def test_with_a_player_all_in_nobody_may_muck_at_showdown() -> None:

@@ -109,7 +109,8 @@ class CollectBets(Operation, frozen=True, tag=True, array_like=True, gc=False):
 
 
 class ShowOrMuck(Operation, frozen=True, tag=True, array_like=True, gc=False):
-    """``cards`` are the shown hole cards; empty when the player mucked."""
+    """``cards`` are the shown hole cards; empty when the hand was not shown: mucked, or,
+    for the last live hand (TDA 17-B), kept face down while it wins (``AwardPot`` says)."""
 
     player: int
     cards: tuple[int, ...]

@@ -30,7 +30,8 @@ Playing it
   is the total the player's bet becomes on this street ("raise to", PHH ``cbr``).
 * When ``state.phase is Phase.SHOWDOWN``, ``state.actor`` shows or mucks:
   ``show_or_muck(show=None)`` applies the default (show when the hand can win
-  or tie a pot, or when it must be shown). All-in hands are shown automatically.
+  or tie a pot, or when it must be shown; the last live hand wins unshown).
+  All-in hands are shown automatically.
 * Every action has ``verify_x(...)`` (raises :class:`ludex.errors.IllegalAction`
   with the reason, changing nothing), ``can_x(...)`` and ``x(...)``, which
   returns the frozen operation record. Actions take an optional ``player``; a
@@ -703,9 +704,19 @@ class State:
         self.phase = Phase.SHOWDOWN
         self.actor_index = self._show_order[0]
 
+    def _anyone_all_in(self) -> bool:
+        return any(s == _IN and not self.stacks[i] for i, s in enumerate(self._status))
+
+    def _last_live_hand(self, player: int) -> bool:
+        """TDA 17-B: every other hand is mucked and nobody is all-in; it wins unshown."""
+        status = self._status
+        return not self._anyone_all_in() and not any(
+            s == _IN for i, s in enumerate(status) if i != player
+        )
+
     def _may_muck(self, player: int) -> bool:
         status = self._status
-        if any(s == _IN and not self.stacks[i] for i, s in enumerate(status)):
+        if self._anyone_all_in():
             return False  # TDA 16: with a player all-in, every hand is tabled
         for pot in self._contest_pots():
             if player in pot.eligible and not any(
@@ -725,7 +736,7 @@ class State:
         actor = self.actor_index
         if player is not None and player != actor:
             raise IllegalAction(f"player {player} is out of turn: player {actor} shows first")
-        if show is False and not self._may_muck(actor):
+        if show is False and not self._may_muck(actor) and not self._last_live_hand(actor):
             raise IllegalAction(
                 f"player {actor} must show: a player is all-in (every hand is tabled) "
                 "or this is the last hand left in a pot"
@@ -782,8 +793,9 @@ class State:
             for value in revealed:
                 self.used |= 1 << value
             self.holes[actor] = revealed
+        last_live = self._last_live_hand(actor)
         if show is None:
-            show = self._would_win_something(actor) or not self._may_muck(actor)
+            show = not last_live and (self._would_win_something(actor) or not self._may_muck(actor))
         if show:
             rank = self._rank(actor)
             best = self._shown_best
@@ -791,6 +803,8 @@ class State:
                 if actor in pot.eligible and (not best[k] or rank < best[k]):
                     best[k] = rank
             op = ShowOrMuck(actor, self.holes[actor])
+        elif last_live:
+            op = ShowOrMuck(actor, ())  # TDA 17-B: the last live hand wins without being tabled
         else:
             self._status[actor] = _MUCKED
             op = ShowOrMuck(actor, ())
