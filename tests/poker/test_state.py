@@ -218,6 +218,28 @@ def test_pot_limit_is_capped_by_the_stack() -> None:
     assert (state.min_bet_or_raise_to, state.max_bet_or_raise_to) == (4, 5)
 
 
+def test_pot_limit_counts_dead_or_short_blinds_in_full_before_the_flop() -> None:
+    """TDA 2024 Rule 54-B: with a dead small blind, or a big blind all-in for less, the
+    pot-limit maximum before the flop is computed as if the full blinds were posted."""
+    plo = GameConfig(variant=Variant.POT_LIMIT_OMAHA, small_blind=100, big_blind=200)
+    holes = ["AsAhKsKh", "2c3d4h5s", "7h8d9cTs"]
+    full = dealt(plo, [10_000] * 3, 0, holes)
+    assert full.max_bet_or_raise_to == 700  # 100 + 200 + call 200, raise 500 to 700
+    dead_small = dealt(plo, [10_000] * 3, 0, holes, blinds=(None, 2))
+    assert dead_small.total_pot == 200  # only the big blind posted
+    assert dead_small.max_bet_or_raise_to == 700
+    short_big = dealt(plo, [10_000, 10_000, 100], 0, holes)
+    assert short_big.stacks[2] == 0  # the big blind is all-in for 100
+    assert short_big.max_bet_or_raise_to == 700
+    # after the flop the real pot counts again
+    dead_small.bet_or_raise(700)
+    dead_small.check_or_call()
+    dead_small.check_or_call()
+    dead_small.deal_board(cards("2s7c9h"))
+    assert dead_small.total_pot == 2_100
+    assert dead_small.max_bet_or_raise_to == 2_100
+
+
 def test_uncalled_bet_is_returned() -> None:
     state = dealt(NLHE, [100, 100], 0, ["AsAh", "2c3d"])
     state.bet_or_raise(50)

@@ -578,10 +578,29 @@ class State:
             min_to = ceiling
         if self.config.variant.pot_limit:
             pot_to = 2 * level - bet + self.pot + sum(bets)
+            if self.street == 0:
+                pot_to += self._missing_blinds()
             max_to = ceiling if pot_to > ceiling else max(pot_to, min_to)
         else:
             max_to = ceiling
         return min_to, max_to
+
+    def _missing_blinds(self) -> int:
+        """TDA 54-B: before the flop a pot-limit pot counts the blinds as if posted in
+        full, so a dead small blind or a short all-in blind adds what it lacks."""
+        posted: dict[int, int] = {}
+        for op in self.operations:
+            if isinstance(op, PostBlind):
+                posted[op.player] = posted.get(op.player, 0) + op.amount
+            elif not isinstance(op, StartHand | PostAnte | PostDead):
+                break
+        config = self.config
+        missing = max(0, config.big_blind - posted.get(self.big_blind, 0))
+        if self.small_blind is None:
+            missing += config.small_blind
+        else:
+            missing += max(0, config.small_blind - posted.get(self.small_blind, 0))
+        return missing
 
     def verify_bet_or_raise(self, amount: int, player: int | None = None) -> int:
         actor = self._actor_for(player)
