@@ -305,11 +305,18 @@ def bench_ledger(
     transfers: Annotated[
         int, typer.Option(min=10, help="Raw ledger transfers between random players.")
     ] = 5_000,
+    ceiling_pairs: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Bet+win pairs for the PostgreSQL batched-write ceiling (0: skip)."
+        ),
+    ] = 10_000,
     postgres: Annotated[
         str | None, typer.Option(help="PostgreSQL URL (default: LUDEX_TEST_POSTGRES_URL).")
     ] = None,
 ) -> None:
-    """Bet+win pairs/s and p50/p99 through the wallet service, and raw ledger transfers/s."""
+    """Bet+win pairs/s and p50/p99 through the wallet service, raw ledger transfers/s, and
+    the PostgreSQL ceilings of this machine (bare driver; batched writes, no logic)."""
     from ludex.bench import ledger, wallet
 
     async def go() -> dict[str, Any]:
@@ -319,7 +326,12 @@ def bench_ledger(
                 postgres=postgres, players=players, workers=workers, pairs=pairs
             ),
             "ledger": await ledger.run(
-                accounts=players, workers=workers, transfers=transfers, postgres=postgres, mysql=""
+                accounts=players,
+                workers=workers,
+                transfers=transfers,
+                postgres=postgres,
+                mysql="",
+                ceiling_pairs=ceiling_pairs,
             ),
         }
 

@@ -1,4 +1,5 @@
-"""The ``ludex bench`` benchmarks run end to end on tiny inputs (memory and SQLite only).
+"""The ``ludex bench`` benchmarks run end to end on tiny inputs (memory and SQLite; the
+PostgreSQL-only ceilings on the local server).
 
 No timing is asserted: speed is measured by the benchmarks themselves. These tests
 check the JSON each one prints: its shape, that every operation requested was
@@ -158,5 +159,28 @@ async def test_wallet_bench_on_sqlite(tmp_path: Any) -> None:
     assert result["store"] == "sqlite"
     assert result["pairs"] == 50
     assert result["pairs_per_s"] > 0
+    assert 1 <= result["mean_batch"] <= 4  # 4 workers: at most 4 requests in flight
+    assert result["cpu_us_per_request"]["this_process"] > 0
     _positive_numbers(result["bet"])
     _positive_numbers(result["win"])
+
+
+async def test_ledger_ceilings_on_postgres(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from ludex.bench._db import fresh_database
+    from ludex.bench.ledger_ceiling import run_ceilings
+    from tests.conftest import service_url
+
+    base = service_url("postgres")
+    async with fresh_database("postgres", base, Path(tmp_path)) as url:
+        result = await run_ceilings(url, players=10, workers=4, pairs=60)
+    trips = result["driver_round_trips"]
+    assert trips["transactions"] == 120
+    assert trips["statements_per_transaction"] == 4
+    writes = result["batched_writes"]
+    assert writes["transfers"] == 120  # the run also checks the stored row count
+    assert 1 <= writes["mean_batch"] <= 4
+    assert writes["batches"] * writes["mean_batch"] == pytest.approx(120)
+    _positive_numbers(trips["latency"])
+    _positive_numbers(writes["latency"])

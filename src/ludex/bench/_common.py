@@ -12,6 +12,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -137,3 +138,27 @@ def redacted(url: str) -> str:
     from ludex.config import redact_url
 
     return redact_url(url)
+
+
+def cpu_seconds() -> tuple[float, float | None]:
+    """(CPU seconds of this process, busy CPU seconds of the whole machine or None where
+    ``/proc/stat`` is missing): read before and after a phase, see :func:`cpu_per_item`."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+        machine: float | None = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        machine = None
+    return time.process_time(), machine
+
+
+def cpu_per_item(
+    before: tuple[float, float | None], after: tuple[float, float | None], items: int
+) -> dict[str, float | None]:
+    """Microseconds of CPU per item: in this process, and in the rest of the machine
+    (the database server and the kernel, on a machine that runs nothing else)."""
+    own = (after[0] - before[0]) / items * 1e6
+    rest = None
+    if before[1] is not None and after[1] is not None:
+        rest = round(max(0.0, (after[1] - before[1]) / items * 1e6 - own), 1)
+    return {"this_process": round(own, 1), "rest_of_machine": rest}

@@ -35,6 +35,7 @@ from ludex.adapters.sql import SqlStore, create_store
 from ludex.adapters.sql.tables import ledger_transfers
 from ludex.bench._common import header, latency_ms, per_second, progress, redacted, resolve
 from ludex.bench._db import fresh_database
+from ludex.bench.ledger_ceiling import run_ceilings
 from ludex.errors import InsufficientFunds, StoreError
 from ludex.ledger import AccountKind, AccountSpec, TransferSpec
 
@@ -187,8 +188,10 @@ async def run(
     seconds: float | None = None,
     postgres: str | None = None,
     mysql: str | None = "",
+    ceiling_pairs: int = 10_000,
 ) -> dict[str, Any]:
-    """The ledger phase on SQLite and PostgreSQL (MySQL when given a URL or None)."""
+    """The ledger phase on SQLite and PostgreSQL (MySQL when given a URL or None), and
+    on PostgreSQL the ceilings of :mod:`ludex.bench.ledger_ceiling` (0 pairs: skip them)."""
     backends: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ludex-bench-") as folder:
         for kind in BACKENDS:
@@ -211,12 +214,22 @@ async def run(
                             seconds=seconds,
                         )
                     )
+                if kind == "postgres" and ceiling_pairs:
+                    async with fresh_database(kind, base, Path(folder)) as url:
+                        entry["ceilings"] = await run_ceilings(
+                            url, players=accounts, workers=workers, pairs=ceiling_pairs
+                        )
             except Exception as exc:  # ludex or driver errors: report them in the JSON
                 entry["failed"] = f"{type(exc).__name__}: {exc}"
             backends[kind] = entry
     return header(
         "ledger",
-        input={"accounts": accounts, "workers": workers, "transfers": transfers},
+        input={
+            "accounts": accounts,
+            "workers": workers,
+            "transfers": transfers,
+            "ceiling_pairs": ceiling_pairs,
+        },
         backends=backends,
         note=(
             "ledger.transfer: one single transfer per transaction between two random "
@@ -224,6 +237,9 @@ async def run(
             "round_trips_only: the same workers running transactions of "
             f"{STATEMENTS_PER_TRANSFER} x SELECT 1, the ceiling of that transaction "
             "shape on this machine and driver. Latency is per transaction, pool wait "
-            "included."
+            "included. postgres.ceilings: the same transaction shape on bare asyncpg, "
+            "and the rows of a bet or win written in group-committed batches with no "
+            "read, lock or rule (see ludex.bench.ledger_ceiling): upper bounds for any "
+            "design of the service on this machine."
         ),
     )

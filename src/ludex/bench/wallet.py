@@ -30,7 +30,16 @@ from ludex import ledger
 from ludex.adapters.kv import create_key_value
 from ludex.adapters.sql import create_store
 from ludex.adapters.sql.tables import ledger_transfers
-from ludex.bench._common import header, latency_ms, per_second, progress, redacted, resolve
+from ludex.bench._common import (
+    cpu_per_item,
+    cpu_seconds,
+    header,
+    latency_ms,
+    per_second,
+    progress,
+    redacted,
+    resolve,
+)
 from ludex.bench._db import fresh_database
 from ludex.wagering.models import BetRequest, Status, WinRequest
 from ludex.wagering.service import WalletService, player_account, provider_account
@@ -122,7 +131,12 @@ async def run(
 
         await drive(0, warmup, record=False)
         progress(f"wallet: {pairs} bet+win pairs, {workers} workers")
+        batches_before, items_before = service.batch_counts
+        cpu_before = cpu_seconds()
         seconds = await drive(warmup, pairs, record=True)
+        cpu_after = cpu_seconds()
+        batches = service.batch_counts[0] - batches_before
+        batched = service.batch_counts[1] - items_before
         if failures:
             raise RuntimeError(f"{len(failures)} pairs failed, first: {failures[0]}")
 
@@ -151,6 +165,8 @@ async def run(
             "pairs_per_s": per_second(pairs, seconds),
             "transfers_per_s": per_second(2 * pairs, seconds),
             "requests": latency_ms(samples),
+            "mean_batch": round(batched / batches, 2) if batches else 0,
+            "cpu_us_per_request": cpu_per_item(cpu_before, cpu_after, 2 * pairs),
             "bet": latency_ms(bet_latency),
             "win": latency_ms(win_latency),
             "signature_checks": "not in the timed path (see hmac_verify_us)",

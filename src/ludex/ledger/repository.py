@@ -128,7 +128,8 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
-def _account(row: Row[Any]) -> Account:
+def account_of(row: Any) -> Account:
+    """An account from a ``ledger_accounts`` row (any object with its columns)."""
     spec = AccountSpec(
         row.id,
         row.ledger,
@@ -213,7 +214,7 @@ async def _stored_accounts(session: AsyncSession, account_ids: Iterable[str]) ->
         return {}
     conn = await session.connection()
     rows = await conn.execute(_ACCOUNTS_BY_ID, {"ids": ids})
-    return {row.id: _account(row) for row in rows}
+    return {row.id: account_of(row) for row in rows}
 
 
 async def get_accounts(session: AsyncSession, account_ids: Iterable[str]) -> dict[str, Account]:
@@ -364,35 +365,41 @@ _UPDATE_ONE_ACCOUNT: Final = (
 )
 
 
-async def _lock_accounts(session: AsyncSession, account_ids: Collection[str]) -> dict[str, Account]:
+async def lock_accounts(session: AsyncSession, account_ids: Collection[str]) -> dict[str, Account]:
     """Lock the tracked rows among ``account_ids`` in sorted-id order and read them;
     read the untracked ones without a lock (their counters: zeros, never written).
+    Ids with no account are left out of the result.
 
     See the module docstring for why the two backends take different routes.
     """
     ids = sorted(set(account_ids))
+    if not ids:
+        return {}
     conn = await session.connection()
     if conn.dialect.name in {"mysql", "mariadb"}:
         found = await _stored_accounts(session, ids)
         tracked = [a for a in ids if a in found and found[a].spec.track_balance]
         if tracked:
             rows = await conn.execute(_LOCK_ACCOUNTS, {"ids": tracked})
-            found.update({row.id: _account(row) for row in rows})
+            found.update({row.id: account_of(row) for row in rows})
+        return found
+    if len(ids) <= FIXED_ARITY_MAX:
+        rows = await conn.execute(_lock_statement(len(ids)), _ids_params(ids))
     else:
-        if len(ids) <= FIXED_ARITY_MAX:
-            rows = await conn.execute(_lock_statement(len(ids)), _ids_params(ids))
-        else:
-            rows = await conn.execute(
-                _LOCK_TRACKED_READ_UNTRACKED, {"ids": ids, "untracked_ids": ids}
-            )
-        found = {row.id: _account(row) for row in rows}
-    for account_id in ids:
+        rows = await conn.execute(_LOCK_TRACKED_READ_UNTRACKED, {"ids": ids, "untracked_ids": ids})
+    return {row.id: account_of(row) for row in rows}
+
+
+async def _lock_accounts(session: AsyncSession, account_ids: Collection[str]) -> dict[str, Account]:
+    """:func:`lock_accounts`; AccountNotFound for the first missing id."""
+    found = await lock_accounts(session, account_ids)
+    for account_id in sorted(set(account_ids)):
         if account_id not in found:
             raise AccountNotFound(account_id)
     return found
 
 
-async def _write_counters(session: AsyncSession, changed: Mapping[str, Account]) -> None:
+async def write_counters(session: AsyncSession, changed: Mapping[str, Account]) -> None:
     """Write the new counters of the tracked accounts (absolute values computed
     under the locks); untracked ones are skipped.
 
@@ -417,6 +424,19 @@ async def _write_counters(session: AsyncSession, changed: Mapping[str, Account])
         for account_id in ids
     ]
     await conn.execute(_UPDATE_ONE_ACCOUNT, rows[0] if len(rows) == 1 else rows)
+
+
+async def insert_transfers(session: AsyncSession, records: Sequence[Transfer]) -> None:
+    """Insert new transfer records in one statement (their ``seq`` is not read back).
+
+    For callers that checked the rules with :func:`ludex.ledger.model.plan_transfers`
+    under :func:`lock_accounts` and write the counters with :func:`write_counters` in
+    the same transaction; a duplicate id fails the caller's transaction.
+    """
+    if records:
+        conn = await session.connection()
+        rows = [_transfer_row(r) for r in records]
+        await conn.execute(_INSERT_TRANSFER, rows[0] if len(rows) == 1 else rows)
 
 
 async def _insert_transfer(session: AsyncSession, record: Transfer) -> Transfer:
@@ -494,7 +514,7 @@ async def transfer_with_balances(
             if not (stored := await _stored(session, ids)):
                 raise
             return _first_result(specs, batch, stored), _tracked_balances(accounts)
-    await _write_counters(session, changed)
+    await write_counters(session, changed)
     return records, _tracked_balances({**accounts, **changed})
 
 
@@ -552,7 +572,7 @@ async def _resolve(
     record = await _insert_transfer(
         session, resolution_of(pending, id=id, post_amount=post_amount, now=at)
     )
-    await _write_counters(session, changed)
+    await write_counters(session, changed)
     return record
 
 
@@ -662,7 +682,7 @@ async def expire_pending(session: AsyncSession, now: datetime, *, limit: int = 1
         )
         expired += 1
     if changed:
-        await _write_counters(session, changed)
+        await write_counters(session, changed)
     return expired
 
 
@@ -687,7 +707,7 @@ async def balance(session: AsyncSession, account_id: str) -> Balance:
 async def ledger_balances(session: AsyncSession, ledger: str) -> dict[str, Balance]:
     """Every account of ``ledger`` with its balance (for reconciliation)."""
     rows = await session.execute(select(ledger_accounts).where(_A.ledger == ledger).order_by(_A.id))
-    accounts = await _with_derived(session, {row.id: _account(row) for row in rows})
+    accounts = await _with_derived(session, {row.id: account_of(row) for row in rows})
     return {account_id: account.balance for account_id, account in accounts.items()}
 
 

@@ -46,6 +46,8 @@ SCOPES_OF: Final[dict[str, frozenset[str]]] = {
     "max_liability": frozenset({"provider"}),
 }
 VELOCITY_WINDOW_SECONDS: Final = 60
+SUMMED: Final = frozenset({"daily_loss", "bet_velocity", "max_liability"})
+"""The limits whose usage is summed over stored rows (the others read one round)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ This module must never commit, roll back or open a transaction of its own.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
@@ -30,6 +31,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -181,7 +183,7 @@ async def update_provider(session: AsyncSession, provider_id: str, **values: Any
 # provider transactions -------------------------------------------------------------
 
 
-def _transaction(row: Any) -> TransactionRow:
+def transaction_of(row: Any) -> TransactionRow:
     return TransactionRow(
         id=row.id,
         provider_id=row.provider_id,
@@ -212,7 +214,7 @@ async def get_transaction(
             {"provider_id": provider_id, "transaction_id": transaction_id},
         )
     ).one_or_none()
-    return None if row is None else _transaction(row)
+    return None if row is None else transaction_of(row)
 
 
 async def get_transaction_and_player(
@@ -227,7 +229,7 @@ async def get_transaction_and_player(
         )
     ).one()
     status = None if row.player_status_ is None else str(row.player_status_)
-    return (None if row.id is None else _transaction(row)), status
+    return (None if row.id is None else transaction_of(row)), status
 
 
 async def insert_transaction(session: AsyncSession, **values: Any) -> None:
@@ -252,7 +254,7 @@ async def mark_rolled_back(
 
 async def all_transactions(session: AsyncSession) -> list[TransactionRow]:
     rows = await session.execute(select(provider_transactions).order_by(provider_transactions.c.id))
-    return [_transaction(r) for r in rows]
+    return [transaction_of(r) for r in rows]
 
 
 # rounds ----------------------------------------------------------------------------
@@ -268,8 +270,48 @@ async def get_round(
             {"provider_id": provider_id, "round_id": round_id},
         )
     ).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else round_of(row)
+
+
+async def update_round(
+    session: AsyncSession, provider_id: str, round_id: str, *, now: datetime, **values: Any
+) -> None:
+    conn = await session.connection()
+    await conn.execute(
+        _UPDATE_ROUND,
+        {"where_provider_id": provider_id, "where_round_id": round_id, "updated_at": now, **values},
+    )
+
+
+# batches (group commit of bets and wins) ------------------------------------------------
+
+_ROUNDS_FOR_UPDATE: Final = (
+    select(provider_rounds)
+    .where(tuple_(_R.provider_id, _R.round_id).in_(bindparam("keys", expanding=True)))
+    .order_by(_R.provider_id, _R.round_id)
+    .with_for_update()
+)
+_TRANSACTIONS: Final = select(provider_transactions).where(
+    tuple_(_PT.provider_id, _PT.transaction_id).in_(bindparam("keys", expanding=True))
+)
+_PLAYER_STATUSES: Final = select(players.c.id, players.c.status).where(
+    players.c.id.in_(bindparam("ids", expanding=True))
+)
+_UPDATE_ROUND_FIGURES: Final = (
+    update(provider_rounds)
+    .where(_R.provider_id == bindparam("p"), _R.round_id == bindparam("r"))
+    .values(
+        status=bindparam("new_status"),
+        open_stakes=bindparam("new_open_stakes"),
+        open_bets=bindparam("new_open_bets"),
+        total_bet=bindparam("new_total_bet"),
+        total_win=bindparam("new_total_win"),
+        updated_at=bindparam("new_updated_at"),
+    )
+)
+
+
+def round_of(row: Any) -> RoundRow:
     return RoundRow(
         provider_id=row.provider_id,
         round_id=row.round_id,
@@ -283,49 +325,85 @@ async def get_round(
     )
 
 
-async def insert_round(
-    session: AsyncSession,
-    provider_id: str,
-    round_id: str,
-    *,
-    player_id: str,
-    game_id: str,
-    now: datetime,
-    open_stakes: int = 0,
-    open_bets: int = 0,
-    total_bet: int = 0,
-) -> RoundRow:
-    """Open a round (with its first bet's figures when given, saving an UPDATE)."""
+async def lock_rounds(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], RoundRow]:
+    """Lock and read the rounds among ``keys`` (provider, round id) in sorted order."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
     conn = await session.connection()
-    await conn.execute(
-        _INSERT_ROUND,
-        {
-            "provider_id": provider_id,
-            "round_id": round_id,
-            "player_id": player_id,
-            "game_id": game_id,
-            "status": "open",
-            "open_stakes": open_stakes,
-            "open_bets": open_bets,
-            "total_bet": total_bet,
-            "total_win": 0,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
-    return RoundRow(
-        provider_id, round_id, player_id, game_id, "open", open_stakes, open_bets, total_bet, 0
-    )
+    rows = await conn.execute(_ROUNDS_FOR_UPDATE, {"keys": wanted})
+    return {(row.provider_id, row.round_id): round_of(row) for row in rows}
 
 
-async def update_round(
-    session: AsyncSession, provider_id: str, round_id: str, *, now: datetime, **values: Any
+async def get_transactions(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], TransactionRow]:
+    """The stored transactions among ``keys`` (provider, transaction id), unlocked."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    conn = await session.connection()
+    rows = await conn.execute(_TRANSACTIONS, {"keys": wanted})
+    return {(row.provider_id, row.transaction_id): transaction_of(row) for row in rows}
+
+
+async def player_statuses(session: AsyncSession, player_ids: Iterable[str]) -> dict[str, str]:
+    wanted = sorted(set(player_ids))
+    if not wanted:
+        return {}
+    conn = await session.connection()
+    rows = await conn.execute(_PLAYER_STATUSES, {"ids": wanted})
+    return {row.id: row.status for row in rows}
+
+
+async def insert_transactions(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        conn = await session.connection()
+        await conn.execute(_INSERT_TRANSACTION, rows[0] if len(rows) == 1 else list(rows))
+
+
+async def write_rounds(
+    session: AsyncSession, rounds: Sequence[tuple[RoundRow, bool]], now: datetime
 ) -> None:
+    """Insert the new rounds and write the figures of the changed ones ((row, is_new))."""
     conn = await session.connection()
-    await conn.execute(
-        _UPDATE_ROUND,
-        {"where_provider_id": provider_id, "where_round_id": round_id, "updated_at": now, **values},
-    )
+    new = [
+        {**_round_values(r), "created_at": now, "updated_at": now} for r, is_new in rounds if is_new
+    ]
+    changed = [
+        {
+            "p": r.provider_id,
+            "r": r.round_id,
+            "new_status": r.status,
+            "new_open_stakes": r.open_stakes,
+            "new_open_bets": r.open_bets,
+            "new_total_bet": r.total_bet,
+            "new_total_win": r.total_win,
+            "new_updated_at": now,
+        }
+        for r, is_new in rounds
+        if not is_new
+    ]
+    if new:
+        await conn.execute(_INSERT_ROUND, new[0] if len(new) == 1 else new)
+    if changed:
+        await conn.execute(_UPDATE_ROUND_FIGURES, changed[0] if len(changed) == 1 else changed)
+
+
+def _round_values(r: RoundRow) -> dict[str, Any]:
+    return {
+        "provider_id": r.provider_id,
+        "round_id": r.round_id,
+        "player_id": r.player_id,
+        "game_id": r.game_id,
+        "status": r.status,
+        "open_stakes": r.open_stakes,
+        "open_bets": r.open_bets,
+        "total_bet": r.total_bet,
+        "total_win": r.total_win,
+    }
 
 
 # usage figures for the risk limits ----------------------------------------------------

@@ -4,6 +4,13 @@ Each money-moving request runs in ONE ``store.transaction()``: the ledger transf
 the provider transaction row (idempotency record: request hash + first response),
 the round update and the outbox event commit together or not at all.
 
+Bets and wins are group committed (:mod:`ludex.wagering.batch`): concurrent ones
+share a transaction that locks the rounds, then the player accounts (sorted), reads
+the transaction ids after the locks, applies the requests one after the other in
+memory and writes everything with a few multi-row statements (one on PostgreSQL,
+:mod:`ludex.wagering.pg_batch`). A batch that fails as a whole is re-run one request
+at a time. Rollbacks, rarer and reaching back to their bet, run alone.
+
 Ledger mapping (ledger ``CHIPS``): a player's account is ``player:<id>``; a
 provider's float is ``provider:<id>`` (may go negative: it is what the provider
 owes or is owed). A bet moves player → float, a win float → player, a rollback
@@ -37,8 +44,9 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -58,6 +66,7 @@ from ludex.errors import (
 )
 from ludex.events import (
     BetPlaced,
+    Envelope,
     GameFinalized,
     LimitRefused,
     Payload,
@@ -67,10 +76,13 @@ from ludex.events import (
     new_event,
 )
 from ludex.ledger import AccountKind, AccountSpec, TransferSpec
+from ludex.ledger import repository as ledger_repository
+from ludex.ledger.model import plan_transfers, record_of
 from ludex.ledger.repository import transfer_with_balances
 from ludex.ports.kv import KeyValue
 from ludex.ports.store import OperationalStore
-from ludex.wagering import crypto, limits, repository
+from ludex.wagering import crypto, limits, pg_batch, repository
+from ludex.wagering.batch import MAX_BATCH, SLOTS, GroupCommit, View, Writes
 from ludex.wagering.models import (
     CURRENCY,
     BalanceRequest,
@@ -114,6 +126,75 @@ def _refuse(status: Status, message: str, **details: object) -> WalletRefusal:
 
 
 @dataclass(frozen=True, slots=True)
+class _Request:
+    """A bet or a win waiting for its batch."""
+
+    provider_id: str
+    request: BetRequest | WinRequest
+    digest: str
+
+
+def _spec(
+    tid: str, debit: str, credit: str, amount: int, code: str, provider_id: str, transaction_id: str
+) -> TransferSpec:
+    return TransferSpec(
+        id=tid,
+        debit=debit,
+        credit=credit,
+        amount=amount,
+        ledger=ledger.CHIPS,
+        code=code,
+        metadata={"provider": provider_id, "transaction_id": transaction_id},
+    )
+
+
+@contextmanager
+def _ledger_refusals(amount: int) -> Iterator[None]:
+    """Ledger refusals as wallet refusals (a missing provider account is a setup error)."""
+    try:
+        yield
+    except InsufficientFunds as exc:
+        raise _refuse(
+            Status.INSUFFICIENT_FUNDS,
+            f"available balance {exc.available} is below {amount}",
+            balance=exc.available,
+            currency=CURRENCY,
+        ) from None
+    except AccountNotFound as exc:
+        if exc.account.startswith("player:"):
+            raise _refuse(
+                Status.UNKNOWN_PLAYER, f"player {exc.account!r} has no ledger account"
+            ) from None
+        raise WageringError(
+            f"ledger account {exc.account!r} is missing; register the provider with "
+            "`ludex wallet provider add`"
+        ) from None
+
+
+def _available(view: View, player_id: str) -> int:
+    account = view.accounts.get(player_account(player_id))
+    if account is None:
+        raise _refuse(Status.UNKNOWN_PLAYER, f"player {player_id!r} has no account")
+    return account.balance.available
+
+
+def _store_transaction(view: View, writes: Writes, **values: Any) -> None:
+    """Queue a provider transaction row, and show it to the rest of the batch."""
+    values.setdefault("ref_transaction_id", None)
+    writes.transactions.append(values)
+    view.transactions[(values["provider_id"], values["transaction_id"])] = (
+        repository.TransactionRow(id=0, rolled_back_by=None, **values)
+    )
+
+
+def _store_round(
+    view: View, writes: Writes, row: repository.RoundRow, *, new: bool = False
+) -> None:
+    view.rounds[(row.provider_id, row.round_id)] = row
+    writes.round(row, new=new)
+
+
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     response: WalletResponse
     stored: bool = False
@@ -132,6 +213,8 @@ class WalletService:
         secrets_key: SecretStr | None = None,
         producer: str = "ludex",
         clock: Callable[[], float] = time.time,
+        max_batch: int = MAX_BATCH,
+        batch_slots: int = SLOTS,
     ) -> None:
         self._store = store
         self._kv = kv
@@ -142,10 +225,16 @@ class WalletService:
         self._clock = clock
         self._limits: tuple[float, list[limits.Limit]] | None = None
         self._providers: dict[str, tuple[float, repository.ProviderRow | None]] = {}
+        self._batches = GroupCommit(self._run_batch, max_batch=max_batch, slots=batch_slots)
 
     @property
     def store(self) -> OperationalStore:
         return self._store
+
+    @property
+    def batch_counts(self) -> tuple[int, int]:
+        """(batches run, bets and wins in them) since this service started."""
+        return self._batches.batches, self._batches.items
 
     # -- authentication -------------------------------------------------------------
 
@@ -190,23 +279,14 @@ class WalletService:
         return WalletResponse(status=Status.OK, balance=amount, currency=CURRENCY)
 
     async def bet(self, provider_id: str, request: BetRequest) -> WalletResponse:
-        digest = request.payload_hash("bet")
-        return await self._run(
-            lambda session, status: self._bet(session, status, provider_id, request, digest),
-            provider_id,
-            request.transaction_id,
-            request.player_id,
-            digest,
+        solo = await self._needs_sums(provider_id, request)
+        return await self._batches.submit(
+            _Request(provider_id, request, request.payload_hash("bet")), solo=solo
         )
 
     async def win(self, provider_id: str, request: WinRequest) -> WalletResponse:
-        digest = request.payload_hash("win")
-        return await self._run(
-            lambda session, status: self._win(session, status, provider_id, request, digest),
-            provider_id,
-            request.transaction_id,
-            request.player_id,
-            digest,
+        return await self._batches.submit(
+            _Request(provider_id, request, request.payload_hash("win"))
         )
 
     async def rollback(self, provider_id: str, request: RollbackRequest) -> WalletResponse:
@@ -218,6 +298,118 @@ class WalletService:
             request.player_id,
             digest,
         )
+
+    async def _needs_sums(self, provider_id: str, r: BetRequest) -> bool:
+        """Whether a bet's limits need figures only SQL can sum (it then runs alone)."""
+        rows = self._limits[1] if self._limits and self._limits[0] > time.monotonic() else None
+        if rows is None:
+            async with self._store.transaction() as session:
+                rows = await self._all_limits(session)
+        if not rows:
+            return False
+        effective = limits.effective_limits(
+            rows, player_id=r.player_id, game_id=r.game_id, provider_id=provider_id
+        )
+        return not effective.keys().isdisjoint(limits.SUMMED)
+
+    async def _run_batch(self, items: Sequence[_Request]) -> list[WalletResponse | BaseException]:
+        """Apply a batch; if it fails as a whole (a deadlock, a key raced in by another
+        process), apply each request alone, retrying a few times."""
+        try:
+            return await self._apply_batch(items)
+        except (StoreError, TransferIdConflict) as exc:
+            if len(items) > 1:
+                log.info("wallet.batch_split", size=len(items), error=type(exc).__name__)
+        outcomes: list[WalletResponse | BaseException] = []
+        for item in items:
+            for attempt in range(CONFLICT_RETRIES):
+                try:
+                    outcomes.append((await self._apply_batch([item]))[0])
+                    break
+                except (StoreError, TransferIdConflict) as exc:
+                    if attempt == CONFLICT_RETRIES - 1:
+                        outcomes.append(exc)
+                        break
+                    log.info(
+                        "wallet.conflict_retry",
+                        provider=item.provider_id,
+                        transaction_id=item.request.transaction_id,
+                        attempt=attempt + 1,
+                        error=type(exc).__name__,
+                    )
+                    await asyncio.sleep(0.002 * (attempt + 1))
+        return outcomes
+
+    async def _apply_batch(self, items: Sequence[_Request]) -> list[WalletResponse | BaseException]:
+        """One transaction: lock and read what the batch needs, apply every request in
+        order in memory, write the changes, commit."""
+        outcomes: list[WalletResponse | BaseException] = []
+        async with self._store.transaction() as session:
+            conn = await session.connection()
+            driver = None
+            if conn.dialect.name == "postgresql":  # the fast path: see pg_batch
+                driver = (await conn.get_raw_connection()).driver_connection
+            view = await self._load(session, driver, items)
+            writes = Writes()
+            now = datetime.now(UTC)
+            for item in items:
+                try:
+                    if isinstance(item.request, BetRequest):
+                        outcome: WalletResponse | BaseException = await self._bet(
+                            session, view, writes, item.provider_id, item.request, item.digest, now
+                        )
+                    else:
+                        outcome = await self._win(
+                            session, view, writes, item.provider_id, item.request, item.digest, now
+                        )
+                except WalletRefusal as refused:
+                    outcome = _as_response(refused)
+                except WageringError as exc:
+                    outcome = exc
+                outcomes.append(outcome)
+            if driver is not None:
+                await pg_batch.write(driver, writes, now)
+            else:
+                await self._write(session, writes, now)
+        return outcomes
+
+    async def _load(
+        self, session: AsyncSession, driver: Any | None, items: Sequence[_Request]
+    ) -> View:
+        """Read the batch's players; lock its rounds, then its accounts (each in sorted
+        order, as every writer does), then read its transactions: after the locks, so a
+        request that waited for another batch with the same id sees that batch's row."""
+        rounds = {(i.provider_id, i.request.round_id) for i in items}
+        accounts = {player_account(i.request.player_id) for i in items} | {
+            provider_account(i.provider_id) for i in items
+        }
+        keys = {(i.provider_id, i.request.transaction_id) for i in items}
+        keys |= {
+            (i.provider_id, i.request.bet_transaction_id)
+            for i in items
+            if isinstance(i.request, WinRequest) and i.request.bet_transaction_id is not None
+        }
+        players = {i.request.player_id for i in items}
+        # The players first, through the session: its first statement is what opens the
+        # transaction the fast path's driver statements then run in.
+        statuses = await repository.player_statuses(session, players)
+        if driver is not None:
+            view = await pg_batch.load(driver, rounds, accounts, keys)
+        else:
+            view = View()
+            view.rounds = await repository.lock_rounds(session, rounds)
+            view.accounts = await ledger_repository.lock_accounts(session, accounts)
+            view.transactions = await repository.get_transactions(session, keys)
+        view.players = statuses
+        return view
+
+    async def _write(self, session: AsyncSession, writes: Writes, now: datetime) -> None:
+        """The portable write: a few multi-row statements through SQLAlchemy Core."""
+        await ledger_repository.insert_transfers(session, writes.transfers)
+        await ledger_repository.write_counters(session, writes.accounts)
+        await repository.write_rounds(session, list(writes.rounds.values()), now)
+        await repository.insert_transactions(session, writes.transactions)
+        await add_to_outbox(session, *writes.events)
 
     async def _run(
         self,
@@ -260,13 +452,18 @@ class WalletService:
     async def _bet(
         self,
         session: AsyncSession,
-        player_status: str | None,
+        view: View,
+        writes: Writes,
         provider_id: str,
         r: BetRequest,
         digest: str,
-    ) -> _Outcome:
-        _check_status(player_status, r.player_id, for_bet=True)
-        round_row = await repository.get_round(session, provider_id, r.round_id, for_update=True)
+        now: datetime,
+    ) -> WalletResponse:
+        existing = view.transactions.get((provider_id, r.transaction_id))
+        if existing is not None:
+            return _replay(existing, digest)
+        _check_status(view.players.get(r.player_id), r.player_id, for_bet=True)
+        round_row = view.rounds.get((provider_id, r.round_id))
         if round_row is not None:
             _check_round_owner(round_row, r.player_id, r.game_id)
             if round_row.status == "closed":
@@ -275,41 +472,29 @@ class WalletService:
                 raise _refuse(Status.ROLLED_BACK, f"round {r.round_id!r} was rolled back")
         breach = await self._check_limits(session, provider_id, r, round_row)
         if breach is not None:
-            await self._emit(
-                session,
-                r.player_id,
-                LimitRefused(
-                    player_id=r.player_id,
-                    provider=provider_id,
-                    game_id=r.game_id,
-                    transaction_id=r.transaction_id,
-                    limit=breach.limit,
-                    requested=breach.requested,
-                    allowed=breach.allowed,
-                    currency=r.currency,
-                ),
+            writes.events.append(
+                self._event(
+                    r.player_id,
+                    LimitRefused(
+                        player_id=r.player_id,
+                        provider=provider_id,
+                        game_id=r.game_id,
+                        transaction_id=r.transaction_id,
+                        limit=breach.limit,
+                        requested=breach.requested,
+                        allowed=breach.allowed,
+                        currency=r.currency,
+                    ),
+                )
             )
-            return _Outcome(
-                refusal(Status.LIMIT_REACHED, breach.message, limit=breach.limit, currency=CURRENCY)
-            )
-        now = datetime.now(UTC)
-        new_round = round_row is None
-        if round_row is None:
-            # Opened with this bet's figures (a refusal below rolls it back with the rest).
-            round_row = await repository.insert_round(
-                session,
-                provider_id,
-                r.round_id,
-                player_id=r.player_id,
-                game_id=r.game_id,
-                now=now,
-                open_stakes=r.amount,
-                open_bets=1,
-                total_bet=r.amount,
+            return refusal(
+                Status.LIMIT_REACHED, breach.message, limit=breach.limit, currency=CURRENCY
             )
         tid = transfer_id("bet", provider_id, r.transaction_id)
-        moved = await self._move(
-            session,
+        balance = self._move(
+            view,
+            writes,
+            now,
             tid,
             player_account(r.player_id),
             provider_account(provider_id),
@@ -318,12 +503,12 @@ class WalletService:
             provider_id,
             r.transaction_id,
         )
-        balance = await self._balance_after(session, r.player_id, moved)
         response = WalletResponse(
             status=Status.OK, balance=balance, currency=CURRENCY, transaction_id=r.transaction_id
         )
-        await repository.insert_transaction(
-            session,
+        _store_transaction(
+            view,
+            writes,
             provider_id=provider_id,
             transaction_id=r.transaction_id,
             kind="bet",
@@ -338,42 +523,66 @@ class WalletService:
             transfer_id=tid,
             created_at=now,
         )
-        if not new_round:
-            await repository.update_round(
-                session,
-                provider_id,
-                r.round_id,
-                now=now,
-                open_stakes=round_row.open_stakes + r.amount,
-                open_bets=round_row.open_bets + 1,
-                total_bet=round_row.total_bet + r.amount,
+        if round_row is None:
+            _store_round(
+                view,
+                writes,
+                repository.RoundRow(
+                    provider_id,
+                    r.round_id,
+                    r.player_id,
+                    r.game_id,
+                    "open",
+                    r.amount,
+                    1,
+                    r.amount,
+                    0,
+                ),
+                new=True,
             )
-        await self._emit(
-            session,
-            r.player_id,
-            BetPlaced(
-                player_id=r.player_id,
-                provider=provider_id,
-                game_id=r.game_id,
-                round_id=r.round_id,
-                transaction_id=r.transaction_id,
-                amount=r.amount,
-                currency=r.currency,
-                balance_after=balance,
-            ),
+        else:
+            _store_round(
+                view,
+                writes,
+                replace(
+                    round_row,
+                    open_stakes=round_row.open_stakes + r.amount,
+                    open_bets=round_row.open_bets + 1,
+                    total_bet=round_row.total_bet + r.amount,
+                ),
+            )
+        writes.events.append(
+            self._event(
+                r.player_id,
+                BetPlaced(
+                    player_id=r.player_id,
+                    provider=provider_id,
+                    game_id=r.game_id,
+                    round_id=r.round_id,
+                    transaction_id=r.transaction_id,
+                    amount=r.amount,
+                    currency=r.currency,
+                    balance_after=balance,
+                ),
+            )
         )
-        return _Outcome(response, stored=True)
+        return response
 
     async def _win(
         self,
         session: AsyncSession,
-        player_status: str | None,
+        view: View,
+        writes: Writes,
         provider_id: str,
         r: WinRequest,
         digest: str,
-    ) -> _Outcome:
-        _check_status(player_status, r.player_id, for_bet=False)
-        round_row = await repository.get_round(session, provider_id, r.round_id, for_update=True)
+        now: datetime,
+    ) -> WalletResponse:
+        existing = view.transactions.get((provider_id, r.transaction_id))
+        if existing is not None:
+            return _replay(existing, digest)
+        _check_status(view.players.get(r.player_id), r.player_id, for_bet=False)
+        round_row = view.rounds.get((provider_id, r.round_id))
         if round_row is None:
             raise _refuse(
                 Status.UNKNOWN_ROUND,
@@ -386,7 +595,7 @@ class WalletService:
         if round_row.status == "rolled_back":
             raise _refuse(Status.ROLLED_BACK, f"every bet of round {r.round_id!r} was rolled back")
         if r.bet_transaction_id is not None:
-            bet = await repository.get_transaction(session, provider_id, r.bet_transaction_id)
+            bet = view.transactions.get((provider_id, r.bet_transaction_id))
             if bet is None or bet.kind not in {"bet", "tombstone"} or bet.round_id != r.round_id:
                 raise _refuse(
                     Status.UNKNOWN_TRANSACTION,
@@ -394,13 +603,13 @@ class WalletService:
                 )
             if bet.kind == "tombstone" or bet.rolled_back_by is not None:
                 raise _refuse(Status.ROLLED_BACK, f"bet {r.bet_transaction_id!r} was rolled back")
-        now = datetime.now(UTC)
         tid: str | None = None
-        moved: Mapping[str, ledger.Balance] = {}
         if r.amount > 0:
             tid = transfer_id("win", provider_id, r.transaction_id)
-            moved = await self._move(
-                session,
+            balance = self._move(
+                view,
+                writes,
+                now,
                 tid,
                 provider_account(provider_id),
                 player_account(r.player_id),
@@ -409,12 +618,14 @@ class WalletService:
                 provider_id,
                 r.transaction_id,
             )
-        balance = await self._balance_after(session, r.player_id, moved)
+        else:
+            balance = _available(view, r.player_id)
         response = WalletResponse(
             status=Status.OK, balance=balance, currency=CURRENCY, transaction_id=r.transaction_id
         )
-        await repository.insert_transaction(
-            session,
+        _store_transaction(
+            view,
+            writes,
             provider_id=provider_id,
             transaction_id=r.transaction_id,
             kind="win",
@@ -431,40 +642,42 @@ class WalletService:
             created_at=now,
         )
         total_win = round_row.total_win + r.amount
-        await repository.update_round(
-            session,
-            provider_id,
-            r.round_id,
-            now=now,
-            total_win=total_win,
-            status="closed" if r.round_closed else "open",
+        _store_round(
+            view,
+            writes,
+            replace(round_row, total_win=total_win, status="closed" if r.round_closed else "open"),
         )
-        payloads: list[Payload] = [
-            WinSettled(
-                player_id=r.player_id,
-                provider=provider_id,
-                game_id=r.game_id,
-                round_id=r.round_id,
-                transaction_id=r.transaction_id,
-                amount=r.amount,
-                currency=r.currency,
-                balance_after=balance,
-            )
-        ]
-        if r.round_closed:
-            payloads.append(
-                GameFinalized(
+        writes.events.append(
+            self._event(
+                r.player_id,
+                WinSettled(
+                    player_id=r.player_id,
                     provider=provider_id,
                     game_id=r.game_id,
                     round_id=r.round_id,
-                    player_id=r.player_id,
-                    total_bet=round_row.open_stakes,
-                    total_win=total_win,
+                    transaction_id=r.transaction_id,
+                    amount=r.amount,
                     currency=r.currency,
+                    balance_after=balance,
+                ),
+            )
+        )
+        if r.round_closed:
+            writes.events.append(
+                self._event(
+                    r.player_id,
+                    GameFinalized(
+                        provider=provider_id,
+                        game_id=r.game_id,
+                        round_id=r.round_id,
+                        player_id=r.player_id,
+                        total_bet=round_row.open_stakes,
+                        total_win=total_win,
+                        currency=r.currency,
+                    ),
                 )
             )
-        await self._emit(session, r.player_id, *payloads)
-        return _Outcome(response, stored=True)
+        return response
 
     async def _rollback(
         self,
@@ -524,7 +737,7 @@ class WalletService:
                 f"round {round_row.round_id!r} is settled; a settled bet cannot be rolled back",
             )
         tid = transfer_id("rollback", provider_id, r.transaction_id)
-        moved = await self._move(
+        moved = await self._transfer_now(
             session,
             tid,
             provider_account(provider_id),
@@ -667,7 +880,7 @@ class WalletService:
             raise _refuse(Status.UNKNOWN_PLAYER, f"player {player_id!r} has no account") from None
         return found.available
 
-    async def _move(
+    async def _transfer_now(
         self,
         session: AsyncSession,
         tid: str,
@@ -678,34 +891,37 @@ class WalletService:
         provider_id: str,
         transaction_id: str,
     ) -> Mapping[str, ledger.Balance]:
-        """Apply the transfer; return the balances of its tracked accounts after it."""
-        spec = TransferSpec(
-            id=tid,
-            debit=debit,
-            credit=credit,
-            amount=amount,
-            ledger=ledger.CHIPS,
-            code=code,
-            metadata={"provider": provider_id, "transaction_id": transaction_id},
-        )
-        try:
+        """Apply the transfer now; return the balances of its tracked accounts after it."""
+        spec = _spec(tid, debit, credit, amount, code, provider_id, transaction_id)
+        with _ledger_refusals(amount):
             return (await transfer_with_balances(session, [spec]))[1]
-        except InsufficientFunds as exc:
-            raise _refuse(
-                Status.INSUFFICIENT_FUNDS,
-                f"available balance {exc.available} is below {amount}",
-                balance=exc.available,
-                currency=CURRENCY,
-            ) from None
-        except AccountNotFound as exc:
-            if exc.account.startswith("player:"):
-                raise _refuse(
-                    Status.UNKNOWN_PLAYER, f"player {debit!r} has no ledger account"
-                ) from None
-            raise WageringError(
-                f"ledger account {exc.account!r} is missing; register the provider with "
-                "`ludex wallet provider add`"
-            ) from None
+
+    def _move(
+        self,
+        view: View,
+        writes: Writes,
+        now: datetime,
+        tid: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        code: str,
+        provider_id: str,
+        transaction_id: str,
+    ) -> int:
+        """Apply the transfer to the batch's locked accounts; return the player's
+        available balance after it (the player is the debit of a bet, else the credit)."""
+        spec = _spec(tid, debit, credit, amount, code, provider_id, transaction_id)
+        with _ledger_refusals(amount):
+            changed = plan_transfers([spec], view.accounts)
+        view.accounts.update(changed)
+        writes.accounts.update(changed)
+        writes.transfers.append(record_of(spec, batch=None, now=now))
+        player = debit if debit.startswith("player:") else credit
+        return changed[player].balance.available
+
+    def _event(self, key: str, payload: Payload) -> Envelope:
+        return new_event(payload, key=key, producer=self._producer)
 
     async def _emit(self, session: AsyncSession, key: str, *payloads: Payload) -> None:
         await add_to_outbox(

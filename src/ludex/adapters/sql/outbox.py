@@ -51,7 +51,7 @@ class OutboxRow:
 _INSERT: Final = insert(outbox)
 
 
-def _row(envelope: Envelope, now: datetime) -> dict[str, Any]:
+def outbox_row(envelope: Envelope, now: datetime) -> dict[str, Any]:
     payload = encode(envelope)
     if len(envelope.id) != EVENT_ID_LENGTH or not envelope.id.isascii():
         raise MalformedEvent(
@@ -95,7 +95,7 @@ async def add_to_outbox(session: AsyncSession, *envelopes: Envelope) -> None:
             "writing events outside it would split them from the state they describe"
         )
     now = datetime.now(UTC)
-    rows = [_row(envelope, now) for envelope in envelopes]
+    rows = [outbox_row(envelope, now) for envelope in envelopes]
     # Core on the session's connection with a statement built once (no ORM execution
     # path, no per-call statement building or cache-key generation). Several rows: one
     # multi-row INSERT (executemany: a single VALUES list on SQLite and PostgreSQL, a
