@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ludex import __version__
+from ludex.cli_chain import chain_app
 from ludex.cli_poker import poker_app
 from ludex.cli_wallet import wallet_app
 from ludex.config import Settings, load_settings, redact_url
@@ -38,6 +39,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(bench_app, name="bench")
 app.add_typer(poker_app, name="poker")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(chain_app, name="chain")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -336,6 +338,31 @@ def bench_ledger(
         }
 
     typer.echo(json.dumps(asyncio.run(go()), indent=2))
+
+
+@bench_app.command("settlement")
+def bench_settlement(
+    seats: Annotated[int, typer.Option(min=2, max=10, help="Players at each table.")] = 6,
+    tables: Annotated[
+        int, typer.Option(min=1, help="Fresh tables a batch is spread over (worst case).")
+    ] = 10,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Batches of 100 hands for the throughput figure.")
+    ] = 5,
+    anvil: Annotated[
+        str | None,
+        typer.Option(help="anvil RPC URL (default: LUDEX_TEST_ANVIL_URL; empty: start one here)."),
+    ] = None,
+) -> None:
+    """Gas per settled hand at batch sizes 1, 10 and 100, and hands settled per second."""
+    from ludex.bench import settlement
+
+    typer.echo(
+        json.dumps(
+            asyncio.run(settlement.run(anvil=anvil, seats=seats, tables=tables, rounds=rounds)),
+            indent=2,
+        )
+    )
 
 
 @bench_app.command("bus")

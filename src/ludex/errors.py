@@ -15,6 +15,8 @@ never need to import a driver to catch a failure::
     │   └── LockLost           a lease expired or was taken by another owner
     ├── StoreError             operational store failure (migration, integrity)
     ├── ChainError             a chain node failed or answered malformed data
+    │   ├── ChainRpcError      the node answered a JSON-RPC error (carries code and data)
+    │   └── ContractReverted   a contract call reverted (carries the decoded error)
     ├── LedgerError            the double-entry ledger refused something
     │   ├── InvalidAccount     an account spec breaks a rule (id, ledger name)
     │   ├── AccountConflict    an account id exists with a different spec
@@ -84,6 +86,27 @@ class StoreError(LudexError):
 
 class ChainError(LudexError):
     """A chain node answered with an error or something malformed."""
+
+
+class ChainRpcError(ChainError):
+    """A JSON-RPC error answer: its code, message and data (a revert's return data)."""
+
+    def __init__(self, message: str, *, code: int | None = None, data: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
+class ContractReverted(ChainError):
+    """A contract call or transaction reverted; ``error`` is the decoded custom error
+    (``Error`` for a revert string, ``Panic`` for a panic code), ``args`` its values."""
+
+    def __init__(self, error: str, args: dict[str, object], *, tx_hash: str | None = None) -> None:
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        super().__init__(f"reverted: {error}({shown})" + (f" in {tx_hash}" if tx_hash else ""))
+        self.error = error
+        self.args_ = args
+        self.tx_hash = tx_hash
 
 
 class PokerError(LudexError):

@@ -184,3 +184,19 @@ async def test_ledger_ceilings_on_postgres(tmp_path: Any) -> None:
     assert writes["batches"] * writes["mean_batch"] == pytest.approx(120)
     _positive_numbers(trips["latency"])
     _positive_numbers(writes["latency"])
+
+
+async def test_settlement_bench_on_anvil() -> None:
+    from ludex.bench import settlement
+    from tests.conftest import service_url
+
+    result = await settlement.run(anvil=service_url("anvil"), seats=3, tables=2, rounds=1)
+    assert result["benchmark"] == "settlement"
+    gas = result["gas_per_hand"]
+    assert sorted(gas, key=int) == ["1", "10", "100"]
+    running = [gas[size]["one_running_table"]["per_hand"] for size in ("1", "10", "100")]
+    assert running == sorted(running, reverse=True)  # batching amortizes the fixed costs
+    assert gas["100"]["fresh_tables"]["tables"] == 2
+    assert result["throughput"]["batch_size"] == 100
+    assert result["throughput"]["hands_per_s"] > 0
+    assert isinstance(result["goal"]["met_at_one_running_table"], bool)

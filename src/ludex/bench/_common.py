@@ -24,6 +24,7 @@ SERVICE_VARS: Final = {
     "mysql": "LUDEX_TEST_MYSQL_URL",
     "redis": "LUDEX_TEST_REDIS_URL",
     "kafka": "LUDEX_TEST_KAFKA_URL",
+    "anvil": "LUDEX_TEST_ANVIL_URL",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from ludex.config import redact_url
-from ludex.errors import BackendUnavailable, ChainError
+from ludex.errors import BackendUnavailable, ChainError, ChainRpcError
 
 
 def parse_quantity(value: Any, what: str) -> int:
@@ -72,8 +72,15 @@ class JsonRpcChain:
             raise ChainError(f"{method}: answer does not match request id {request_id}")
         if "error" in answer:
             err = answer["error"]
-            message = err.get("message") if isinstance(err, dict) else err
-            raise ChainError(f"{method}: node error: {message}")
+            if isinstance(err, dict):
+                code = err.get("code")
+                data = err.get("data")
+                raise ChainRpcError(
+                    f"{method}: node error: {err.get('message')}",
+                    code=code if isinstance(code, int) else None,
+                    data=data if isinstance(data, str) else None,
+                )
+            raise ChainRpcError(f"{method}: node error: {err}")
         if "result" not in answer:
             raise ChainError(f"{method}: answer has neither result nor error")
         return answer["result"]
