@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     wallet_cache_seconds: float = Field(default=1.0, ge=0, le=3600)
 
+    # on-chain settlement, deposits and withdrawals (ludex.chain, docs/contracts.md)
+    chain_ws_url: str | None = None
+    chain_contract: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    chain_confirmations: int = Field(default=3, ge=0, le=1000)
+    chain_poll_interval: float = Field(default=1.0, gt=0, le=600)
+    chain_ledger_unit: int = Field(default=10**9, ge=1, le=10**18)
+    operator_keystore: str | None = None
+    operator_password: SecretStr | None = None
+    operator_password_file: str | None = None
+    settlement_batch_size: int = Field(default=100, ge=1, le=1000)
+    settlement_batch_seconds: float = Field(default=2.0, gt=0, le=3600)
+
     @field_validator("store_url", "analytics_url", "bus_url", "cache_url", "chain_url")
     @classmethod
     def _url(cls, value: str, info: Any) -> str:

@@ -255,3 +255,34 @@ provider_requests = Table(
     sqlite_autoincrement=True,
 )
 """Every provider request and response, raw, with timing, rejected ones included."""
+
+# --- settlement: the operator's transactions and settled hands (revision 0004) -------
+# (owned by ludex.chain.txmanager and ludex.services.settlement)
+
+chain_nonces = Table(
+    "chain_nonces",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("address", _ascii_key(42), primary_key=True),
+    Column("next_nonce", BigInteger(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+"""The next nonce of each sending account per chain: survives restarts."""
+
+# --- end of settlement tables -------------------------------------------------------
+
+# --- vault: deposits and withdrawals seen on chain (revision 0005) --------------------
+# (owned by ludex.services.deposit_watcher)
+
+chain_cursors = Table(
+    "chain_cursors",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("name", _ascii_key(64), primary_key=True),
+    Column("block_number", BigInteger(), nullable=False),
+    Column("block_hash", _ascii_key(66), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+"""How far a chain watcher has read (its last block and that block's hash)."""
+
+# --- end of vault tables ------------------------------------------------------------
