@@ -94,11 +94,13 @@ def run(
         typer.Option("--demo/--no-demo", help="Also run the demo producer (default: LUDEX_DEMO)."),
     ] = None,
 ) -> None:
-    """Run every service in one process: gateway, outbox relay, analytics sink (and the demo)."""
+    """Run every service in one process: gateway, outbox relay, analytics sink, deposit
+    watcher (idle without LUDEX_CHAIN_CONTRACT), settlement (skipped without a contract and an
+    operator keystore), and the demo if asked."""
     from ludex.composition import run_services
 
     settings = _settings()
-    names = ["gateway", "outbox-relay", "analytics-sink"]
+    names = ["gateway", "outbox-relay", "analytics-sink", "deposit-watcher", "settlement"]
     if settings.demo if demo is None else demo:
         names.append("demo")
     typer.echo(
@@ -111,7 +113,12 @@ def run(
 
 @app.command()
 def serve(
-    name: Annotated[str, typer.Argument(help="gateway | outbox-relay | analytics-sink | demo")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="gateway | outbox-relay | analytics-sink | deposit-watcher | settlement | demo"
+        ),
+    ],
     http: Annotated[
         bool, typer.Option("--http/--no-http", help="Serve /healthz, /readyz and /metrics too.")
     ] = True,

@@ -137,11 +137,25 @@ def _demo(container: Container) -> Service:
     return DemoProducer(container, interval=s.demo_interval, summary_every=s.demo_summary_every)
 
 
+def _deposit_watcher(container: Container) -> Service:
+    from ludex.services.deposit_watcher import watcher_service
+
+    return watcher_service(container.store, container.chain, container.settings)
+
+
+def _settlement(container: Container) -> Service:
+    from ludex.services.settlement import ConfiguredSettlement
+
+    return ConfiguredSettlement(container)
+
+
 SERVICES: dict[str, ServiceFactory] = {
     "gateway": _gateway,
     "outbox-relay": _outbox_relay,
     "analytics-sink": _analytics_sink,
     "demo": _demo,
+    "deposit-watcher": _deposit_watcher,
+    "settlement": _settlement,
 }
 """Every service ``ludex serve NAME`` can run alone; ``ludex run`` runs all but the demo
 unless asked."""

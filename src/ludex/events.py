@@ -412,7 +412,12 @@ class SettlementConfirmed(Payload, frozen=True, kw_only=True):
 
 @register
 class SettlementFailed(Payload, frozen=True, kw_only=True):
-    """A settlement batch could not be settled; says why."""
+    """A settlement batch (or a hand) could not be settled; says why and what happens next.
+
+    ``next_step``: ``none`` (these hands will not be settled: refused, or their table is
+    halted), ``requeue`` (the hands go into a new batch) or ``resubmit`` (a reorg undid
+    the batch; the same batch is sent again). ``batch_id`` is empty for a hand refused
+    before it was batched."""
 
     event_type: ClassVar[str] = "settlement.failed"
     batch_id: str
@@ -420,6 +425,7 @@ class SettlementFailed(Payload, frozen=True, kw_only=True):
     hand_ids: list[str]
     reason: str
     tx_hash: str | None = None
+    next_step: str = "none"
 
 
 # chain: what the indexer sees

@@ -269,6 +269,127 @@ chain_nonces = Table(
 )
 """The next nonce of each sending account per chain: survives restarts."""
 
+HASH_LENGTH: Final = 66
+"""A 0x-prefixed 32-byte hash (transaction, block, hand record)."""
+
+chain_transactions = Table(
+    "chain_transactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("chain_id", BigInteger(), nullable=False),
+    Column("sender", _ascii_key(42), nullable=False),
+    Column("nonce", BigInteger(), nullable=False),
+    Column("purpose", _ascii_key(128), nullable=False),
+    Column("to_address", _ascii_key(42), nullable=True),
+    Column("data", blob(), nullable=False),
+    Column("value", _ascii_key(80), nullable=False),
+    Column("gas", BigInteger(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("tx_hash", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("block_number", BigInteger(), nullable=True),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("chain_id", "sender", "nonce"),
+    Index(None, "chain_id", "sender", "status"),
+    Index(None, "purpose"),
+    sqlite_autoincrement=True,
+)
+"""One row per nonce the operator used: what was sent (to, data, value as a decimal, gas)
+and where it stands (``ludex.chain.txmanager``); a nonce is never used for two rows."""
+
+chain_tx_attempts = Table(
+    "chain_tx_attempts",
+    metadata,
+    Column("tx_hash", _ascii_key(HASH_LENGTH), primary_key=True),
+    Column("transaction_id", Id, ForeignKey("chain_transactions.id"), nullable=False),
+    Column("max_fee", BigInteger(), nullable=False),
+    Column("priority_fee", BigInteger(), nullable=False),
+    Column("raw", blob(), nullable=False),
+    Column("sent_at", UTCDateTime(), nullable=True),
+    Column("sent_block", BigInteger(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "transaction_id"),
+)
+"""Every signed version of a transaction (the first and its fee-bumped replacements),
+recorded before it is broadcast; ``sent_at`` is the last time a node accepted it."""
+
+settlement_batches = Table(
+    "settlement_batches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("chain_id", BigInteger(), nullable=False),
+    Column("contract", _ascii_key(42), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("hand_count", Integer(), nullable=False),
+    Column("signature", blob(), nullable=True),
+    Column("transaction_id", Id, ForeignKey("chain_transactions.id"), nullable=True),
+    Column("tx_hash", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("block_number", BigInteger(), nullable=True),
+    Column("created_block", BigInteger(), nullable=False),
+    Column("reason", Text(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "chain_id", "contract", "status"),
+    Index(None, "transaction_id"),
+    sqlite_autoincrement=True,
+)
+"""Settlement batches; ``id`` is the on-chain ``batchId``. Status: ``new`` → ``signed`` →
+``sending`` → ``submitted`` → ``confirmed``, or ``failed``."""
+
+settlement_tables = Table(
+    "settlement_tables",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("contract", _ascii_key(42), primary_key=True),
+    Column("table_key", _ascii_key(128), primary_key=True),
+    Column("chain_table_id", BigInteger(), nullable=False),
+    Column("last_hand", BigInteger(), nullable=False),
+    Column("last_record", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("chain_id", "contract", "chain_table_id"),
+)
+"""Poker table id → the contract's uint64 table id, and the last hand numbered there
+(its number and record: the next hand's ``previousRecord``). Status ``open`` or
+``halted`` (a hand of the table cannot be settled; later hands are refused)."""
+
+settlement_hands = Table(
+    "settlement_hands",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("hand_id", _ascii_key(128), nullable=False, unique=True),
+    Column("event_id", CHAR(EVENT_ID_LENGTH), nullable=False),
+    Column("chain_id", BigInteger(), nullable=False),
+    Column("contract", _ascii_key(42), nullable=False),
+    Column("table_key", String(255), nullable=False),
+    Column("chain_table_id", BigInteger(), nullable=True),
+    Column("hand_number", BigInteger(), nullable=True),
+    Column("hand", Text(), nullable=True),
+    Column("record", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("batch_id", Id, ForeignKey("settlement_batches.id"), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text(), nullable=True),
+    Column("mirrored_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # Named by hand: the convention's name is longer than PostgreSQL's 63 characters.
+    UniqueConstraint(
+        "chain_id", "contract", "chain_table_id", "hand_number", name="uq_settlement_hands_number"
+    ),
+    Index(None, "status", "seq"),
+    Index(None, "batch_id"),
+    sqlite_autoincrement=True,
+)
+"""Every completed hand the settlement service received, in arrival order (``seq``):
+its on-chain form (``hand``: JSON of ``ludex.chain.settlement.Hand``) and record, and its
+status: ``queued`` → ``batched`` → ``settled``, or ``refused`` (never numbered) or
+``failed`` (its table halted). ``mirrored_at``: when its deltas and rake were mirrored
+into ``chain_vault_balances`` and the ledger (at its batch's first confirmation; never
+again, a re-confirmation after a reorg included)."""
+
 # --- end of settlement tables -------------------------------------------------------
 
 # --- vault: deposits and withdrawals seen on chain (revision 0005) --------------------
@@ -283,6 +404,65 @@ chain_cursors = Table(
     Column("block_hash", _ascii_key(66), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
-"""How far a chain watcher has read (its last block and that block's hash)."""
+"""How far a chain watcher has read (its last block and that block's hash). The
+watcher locks its row first in every write transaction: one writer per contract."""
+
+chain_checkpoints = Table(
+    "chain_checkpoints",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("name", _ascii_key(64), primary_key=True),
+    Column("block_number", BigInteger(), primary_key=True),
+    Column("block_hash", _ascii_key(66), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+"""Recent cursor positions (block and hash): after a reorg the watcher walks back
+through them to the newest one the node still agrees with. Pruned as it goes."""
+
+AMOUNT_TEXT_LENGTH: Final = 80
+"""A uint256 (78 digits) or a signed difference of two, as decimal text."""
+
+chain_vault_events = Table(
+    "chain_vault_events",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("tx_hash", _ascii_key(66), primary_key=True),
+    Column("log_index", BigInteger(), primary_key=True),
+    Column("contract", _ascii_key(42), nullable=False),
+    Column("block_number", BigInteger(), nullable=False),
+    Column("block_hash", _ascii_key(66), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("player", _ascii_key(42), nullable=False),
+    Column("token", _ascii_key(42), nullable=False),
+    Column("amount", String(AMOUNT_TEXT_LENGTH), nullable=False),
+    Column("ledger_amount", BigInteger(), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer(), nullable=False),
+    Column("transfer_id", _ascii_key(LEDGER_ID_LENGTH), nullable=True),
+    Column("detail", String(255), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "status", "block_number"),
+    Index(None, "contract", "token"),
+)
+"""Every Deposited / Withdrawn / Locked / Released log of the vault, once per (chain id,
+tx hash, log index): ``pending`` → ``applied`` (mirrored in the ledger), ``reverted``
+(reorged away before confirmation) or ``rejected`` (the ledger refused it). ``amount``
+is the exact on-chain amount; ``ledger_amount`` the ledger units it moved (a pending
+deposit: the units reserved); ``attempt`` counts sightings on different branches."""
+
+chain_vault_balances = Table(
+    "chain_vault_balances",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("contract", _ascii_key(42), primary_key=True),
+    Column("token", _ascii_key(42), primary_key=True),
+    Column("player", _ascii_key(42), primary_key=True),
+    Column("available", String(AMOUNT_TEXT_LENGTH), nullable=False),
+    Column("locked", String(AMOUNT_TEXT_LENGTH), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+"""The exact on-chain amounts (base units, decimal text) behind each mirrored player
+and token, from the applied events; the ledger shows their floor in ledger units."""
 
 # --- end of vault tables ------------------------------------------------------------
