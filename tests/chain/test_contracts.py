@@ -447,3 +447,22 @@ async def test_gas_per_hand_falls_with_the_batch_size(d: Deployment) -> None:
     per_hand = (small.gas_used, ten.gas_used / 10)
     assert per_hand[1] < per_hand[0] / 2, per_hand
     print(json.dumps({"gas_per_hand": {"1": per_hand[0], "10": per_hand[1]}}))
+
+
+async def test_a_withdrawal_cannot_be_reentered(d: Deployment) -> None:
+    """A contract that calls ``withdraw`` again from its ``receive`` gets nothing twice.
+    It holds 2 ether and withdraws 1, so the inner withdrawal of 1 more would pass the
+    balance check: only the reentrancy guard refuses it; the outer transfer then fails
+    and everything reverts."""
+    attacker, _ = await deploy(d.stranger, load_artifact("Reenterer"), d.ludex.address)
+    await attacker.transact(d.stranger, "depositToVault", value=2 * ETHER)
+    assert (await d.ludex.call("available", attacker.address, NATIVE))[0] == 2 * ETHER
+    unknown = await _reverts("UnknownError", attacker.transact(d.stranger, "attack", ETHER))
+    # The error is the vault's, bubbled through the attacker: decode it with the vault's ABI.
+    raw = bytes.fromhex(unknown.args_["selector"][2:] + unknown.args_["data"][2:])
+    error, args = d.ludex.abi.decode_error(raw)
+    assert (error, args["to"], args["amount"]) == ("TransferFailed", attacker.address, ETHER)
+    assert (await d.ludex.call("available", attacker.address, NATIVE))[0] == 2 * ETHER
+    balance = await d.chain.call("eth_getBalance", [attacker.address, "latest"])
+    assert parse_quantity(balance, "balance") == 0
+    assert (await attacker.call("reentries"))[0] == 0  # the attempt was rolled back too
