@@ -17,6 +17,7 @@ import typer
 
 from ludex import __version__
 from ludex.cli_chain import chain_app
+from ludex.cli_index import index as index_command
 from ludex.cli_poker import poker_app
 from ludex.cli_wallet import wallet_app
 from ludex.config import Settings, load_settings, redact_url
@@ -40,6 +41,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(poker_app, name="poker")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(chain_app, name="chain")
+app.command("index")(index_command)
 
 
 def _fail(message: str, code: int) -> typer.Exit:

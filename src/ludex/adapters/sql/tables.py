@@ -466,3 +466,121 @@ chain_vault_balances = Table(
 and token, from the applied events; the ledger shows their floor in ledger units."""
 
 # --- end of vault tables ------------------------------------------------------------
+
+# --- indexer: blocks, transactions, logs, token transfers (revision 0006) ----------
+# (owned by ludex.indexer.store; every row carries its chain id)
+
+ADDRESS_LENGTH: Final = 42
+QUANTITY_TEXT_LENGTH: Final = 80
+"""A uint256 as decimal text (78 digits at most)."""
+
+idx_blocks = Table(
+    "idx_blocks",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("number", BigInteger(), primary_key=True),
+    Column("hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("parent_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("timestamp", BigInteger(), nullable=False),
+    Column("miner", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("gas_used", BigInteger(), nullable=False),
+    Column("gas_limit", BigInteger(), nullable=False),
+    Column("base_fee", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("tx_count", Integer(), nullable=False),
+    UniqueConstraint("chain_id", "hash"),
+)
+"""One row per indexed block of the canonical chain (orphaned blocks are deleted)."""
+
+idx_transactions = Table(
+    "idx_transactions",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("hash", _ascii_key(HASH_LENGTH), primary_key=True),
+    Column("block_number", BigInteger(), nullable=False),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("tx_index", Integer(), nullable=False),
+    Column("sender", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("recipient", _ascii_key(ADDRESS_LENGTH), nullable=True),
+    Column("value", String(QUANTITY_TEXT_LENGTH), nullable=False),
+    Column("nonce", BigInteger(), nullable=False),
+    Column("gas", BigInteger(), nullable=False),
+    Column("gas_price", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("max_fee_per_gas", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("max_priority_fee_per_gas", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("tx_type", Integer(), nullable=False),
+    Column("input", blob(), nullable=False),
+    Column("status", Integer(), nullable=True),
+    Column("gas_used", BigInteger(), nullable=True),
+    Column("effective_gas_price", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("contract_address", _ascii_key(ADDRESS_LENGTH), nullable=True),
+    Index(None, "chain_id", "block_number"),
+)
+"""Transactions with their receipt (status, gas used, price paid, contract created)."""
+
+idx_logs = Table(
+    "idx_logs",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("block_number", BigInteger(), primary_key=True),
+    Column("log_index", Integer(), primary_key=True),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("tx_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("tx_index", Integer(), nullable=False),
+    Column("address", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("topic0", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("topic1", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("topic2", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("topic3", _ascii_key(HASH_LENGTH), nullable=True),
+    Column("data", blob(), nullable=False),
+    Index(None, "chain_id", "address", "block_number"),
+)
+"""Every log of every indexed block, topics split into columns for filtering."""
+
+idx_token_transfers = Table(
+    "idx_token_transfers",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("block_number", BigInteger(), primary_key=True),
+    Column("log_index", Integer(), primary_key=True),
+    Column("batch_index", Integer(), primary_key=True),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("tx_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("standard", String(16), nullable=False),
+    Column("token", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("sender", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("recipient", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("token_id", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("amount", String(QUANTITY_TEXT_LENGTH), nullable=False),
+    Column("operator", _ascii_key(ADDRESS_LENGTH), nullable=True),
+    Index(None, "chain_id", "token", "block_number"),
+    Index(None, "chain_id", "sender"),
+    Index(None, "chain_id", "recipient"),
+)
+"""ERC-20 / ERC-721 / ERC-1155 transfers; an ERC-1155 batch gives one row per id."""
+
+idx_contracts = Table(
+    "idx_contracts",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("address", _ascii_key(ADDRESS_LENGTH), primary_key=True),
+    Column("block_number", BigInteger(), nullable=False),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("tx_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("creator", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("via", String(16), nullable=False),
+    Index(None, "chain_id", "block_number"),
+)
+"""Contracts created (``via`` = ``receipt`` or ``trace``)."""
+
+idx_checkpoints = Table(
+    "idx_checkpoints",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("name", _ascii_key(64), primary_key=True),
+    Column("block_number", BigInteger(), nullable=False),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+"""The last block an indexer (by name) stored, written in the same transaction as it."""
+
+# --- end of indexer tables ----------------------------------------------------------

@@ -1,0 +1,170 @@
+"""``ludex index``: backfill a block range (and optionally follow the head) into the
+operational store named by ``LUDEX_STORE_URL`` (migrated first).
+
+A progress bar (rich, on stderr) runs during the backfill; a JSON summary (blocks,
+transactions, logs, transfers, seconds, blocks/s) goes to stdout at the end. This is an
+I/O edge: the work is in ``ludex.indexer.pipeline``; URLs are shown redacted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def index(
+    rpc: Annotated[
+        list[str],
+        typer.Option(
+            "--rpc",
+            metavar="URL",
+            help="JSON-RPC URL of the node; repeat for fail-over URLs (the first is preferred).",
+        ),
+    ],
+    ws: Annotated[
+        str | None,
+        typer.Option(
+            "--ws", metavar="URL", help="WebSocket URL for newHeads (wakes --follow; optional)."
+        ),
+    ] = None,
+    first: Annotated[
+        int | None,
+        typer.Option(
+            "--from", help="First block (default: after the checkpoint, else block 0).", min=0
+        ),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option("--to", help="Last block (default: the head at start).", min=0),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="After the backfill, follow the head until Ctrl-C."),
+    ] = False,
+    batch_blocks: Annotated[
+        int,
+        typer.Option("--batch-blocks", help="Blocks per range (one store transaction).", min=1),
+    ] = 100,
+    confirmations: Annotated[
+        int,
+        typer.Option("--confirmations", help="Stay this many blocks behind the head.", min=0),
+    ] = 0,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", help="At most this many JSON-RPC calls per second (default: no limit)."
+        ),
+    ] = None,
+    name: Annotated[
+        str, typer.Option("--name", help="Checkpoint name (one per independent indexer).")
+    ] = "default",
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
+    ] = True,
+) -> None:
+    """Index blocks, transactions, receipts, logs, token transfers and contracts into the store."""
+    import asyncio
+    import json
+    import signal
+    import time
+
+    from ludex.adapters.sql import create_store
+    from ludex.config import load_settings
+    from ludex.errors import ConfigError, LudexError
+    from ludex.indexer.pipeline import Indexer
+    from ludex.indexer.source import RpcSource, watch_new_heads
+    from ludex.indexer.store import RowCounts
+
+    if follow and last is not None:
+        typer.echo("ludex: --to and --follow exclude each other", err=True)
+        raise typer.Exit(2)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"ludex: configuration error\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def main() -> dict[str, float | int]:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        store = create_store(settings.store_url, pool_size=4)
+        source = RpcSource(rpc, rate_per_s=rate)
+        await store.start()
+        await source.start()
+        started = time.perf_counter()
+        try:
+            await store.migrate()
+            chain_id = await source.chain_id()
+            indexer = Indexer(
+                store,
+                source,
+                chain_id=chain_id,
+                name=name,
+                batch_blocks=batch_blocks,
+                confirmations=confirmations,
+            )
+            top = last if last is not None else await indexer.target()
+            begin = first
+            if begin is None:
+                cp = await indexer.checkpoint()
+                begin = 0 if cp is None else cp.block_number + 1
+            if begin <= top:
+                from rich.console import Console
+
+                with Progress(
+                    TextColumn("blocks"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=Console(stderr=True),
+                    disable=not progress,
+                ) as bar:
+                    task = bar.add_task("backfill", total=top - begin + 1)
+
+                    def advance(blocks: int, _rows: RowCounts) -> None:
+                        bar.advance(task, blocks)
+
+                    await indexer.backfill(begin, top, progress=advance)
+            if follow:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                watcher = None
+                if ws is not None:
+                    watcher = asyncio.create_task(
+                        watch_new_heads(ws, lambda _n: indexer.wake.set(), stop)
+                    )
+                await indexer.follow(stop, start=top + 1)
+                if watcher is not None:
+                    await watcher
+            rows = indexer.stats.rows
+            seconds = time.perf_counter() - started
+            return {
+                "chain_id": chain_id,
+                "blocks": rows.blocks,
+                "transactions": rows.transactions,
+                "logs": rows.logs,
+                "transfers": rows.transfers,
+                "contracts": rows.contracts,
+                "reorgs": len(indexer.stats.reorgs),
+                "seconds": round(seconds, 3),
+                "blocks_per_s": round(rows.blocks / seconds, 1) if seconds > 0 else 0.0,
+            }
+        finally:
+            await source.close()
+            await store.close()
+
+    try:
+        summary = asyncio.run(main())
+    except LudexError as exc:
+        typer.echo(f"ludex: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(summary))

@@ -1,0 +1,121 @@
+"""What the indexer extracts from a chain: plain, validated, immutable records.
+
+Pure: no I/O. Every record carries its ``chain_id`` so several chains share the same
+stores. Hashes and addresses are lower-case ``0x`` hex strings (addresses also have a
+checksum form where they are shown to people); quantities are Python ints (they may
+exceed 64 bits: values in wei, token amounts). ``parse.py`` builds these from JSON-RPC
+answers and refuses anything malformed or inconsistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    chain_id: int
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+    miner: str
+    gas_used: int
+    gas_limit: int
+    base_fee_per_gas: int | None
+    transaction_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    chain_id: int
+    hash: str
+    block_number: int
+    block_hash: str
+    index: int
+    sender: str
+    to: str | None
+    value: int
+    nonce: int
+    gas: int
+    gas_price: int | None
+    max_fee_per_gas: int | None
+    max_priority_fee_per_gas: int | None
+    type: int
+    input: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    chain_id: int
+    transaction_hash: str
+    block_number: int
+    block_hash: str
+    index: int
+    status: int
+    gas_used: int
+    effective_gas_price: int
+    contract_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    chain_id: int
+    block_number: int
+    block_hash: str
+    transaction_hash: str
+    transaction_index: int
+    log_index: int
+    address: str
+    topics: tuple[str, ...]
+    data: bytes
+
+
+class TokenStandard(StrEnum):
+    ERC20 = "erc20"
+    ERC721 = "erc721"
+    ERC1155 = "erc1155"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTransfer:
+    """One token movement; an ERC-1155 batch gives one per id (``batch_index`` set)."""
+
+    chain_id: int
+    block_number: int
+    block_hash: str
+    transaction_hash: str
+    log_index: int
+    batch_index: int
+    standard: TokenStandard
+    token: str
+    sender: str
+    recipient: str
+    token_id: int | None
+    amount: int
+    operator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContractCreation:
+    chain_id: int
+    block_number: int
+    block_hash: str
+    transaction_hash: str
+    address: str
+    creator: str
+    via: str  # "receipt" (a contract-creating transaction) or "trace" (an internal create)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockBundle:
+    """Everything the indexer extracts from one block."""
+
+    block: Block
+    transactions: tuple[Transaction, ...]
+    receipts: tuple[Receipt, ...]
+    logs: tuple[Log, ...]
+    transfers: tuple[TokenTransfer, ...]
+    contracts: tuple[ContractCreation, ...]
+    skipped_token_logs: int = 0  # logs with a token event's signature that did not decode
