@@ -118,7 +118,8 @@ def serve(
     name: Annotated[
         str,
         typer.Argument(
-            help="gateway | outbox-relay | analytics-sink | deposit-watcher | settlement | demo"
+            help="gateway | outbox-relay | analytics-sink | deposit-watcher | settlement | "
+            "indexer | demo"
         ),
     ],
     http: Annotated[
@@ -182,6 +183,7 @@ def config_show() -> None:
     values = json.loads(settings.model_dump_json())
     for field in ("store_url", "analytics_url", "bus_url", "cache_url", "chain_url"):
         values[field] = redact_url(values[field])
+    values["indexer_rpc_urls"] = [redact_url(u) for u in values.get("indexer_rpc_urls", [])]
     typer.echo(json.dumps(values, indent=2, sort_keys=True))
 
 

@@ -149,6 +149,12 @@ def _settlement(container: Container) -> Service:
     return ConfiguredSettlement(container)
 
 
+def _indexer(container: Container) -> Service:
+    from ludex.indexer.workers import indexer_service
+
+    return indexer_service(container.store, container.kv, container.settings)
+
+
 SERVICES: dict[str, ServiceFactory] = {
     "gateway": _gateway,
     "outbox-relay": _outbox_relay,
@@ -156,6 +162,7 @@ SERVICES: dict[str, ServiceFactory] = {
     "demo": _demo,
     "deposit-watcher": _deposit_watcher,
     "settlement": _settlement,
+    "indexer": _indexer,
 }
 """Every service ``ludex serve NAME`` can run alone; ``ludex run`` runs all but the demo
 unless asked."""

@@ -7,11 +7,11 @@ line per field naming the variable and what it accepts. See docs/configuration.m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ludex.errors import ConfigError
 
@@ -34,6 +34,10 @@ URL_FIELDS: dict[str, tuple[frozenset[str], str]] = {
     "chain_url": (
         frozenset({"anvil", "http", "https"}),
         "anvil:// (start a local anvil node) or an http(s):// JSON-RPC URL",
+    ),
+    "indexer_rpc_urls": (
+        frozenset({"http", "https"}),
+        "http(s):// JSON-RPC URLs, comma-separated or a JSON list (the first is preferred)",
     ),
 }
 
@@ -138,10 +142,41 @@ class Settings(BaseSettings):
     settlement_batch_size: int = Field(default=100, ge=1, le=1000)
     settlement_batch_seconds: float = Field(default=2.0, gt=0, le=3600)
 
+    # the chain indexer service (`ludex serve indexer`, docs/indexer.md)
+    indexer_rpc_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    indexer_ws_url: str | None = None
+    indexer_from_block: int | None = Field(default=None, ge=0)
+    indexer_batch_blocks: int = Field(default=100, ge=1, le=100_000)
+    indexer_range_blocks: int = Field(default=1000, ge=1, le=10_000_000)
+    indexer_confirmations: int = Field(default=3, ge=0, le=1000)
+    indexer_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    indexer_poll_interval: float = Field(default=1.0, gt=0, le=600)
+    indexer_name: str = Field(
+        default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+
     @field_validator("store_url", "analytics_url", "bus_url", "cache_url", "chain_url")
     @classmethod
     def _url(cls, value: str, info: Any) -> str:
         return _check_url(info.field_name, value.strip())
+
+    @field_validator("indexer_rpc_urls", mode="before")
+    @classmethod
+    def _rpc_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError('not a JSON list; use URL,URL or ["URL", ...]') from None
+            else:
+                value = [part for part in (p.strip() for p in text.split(",")) if part]
+        if isinstance(value, list):
+            return [_check_url("indexer_rpc_urls", str(u).strip()) for u in value]
+        return value
 
     @field_validator("secrets_key")
     @classmethod

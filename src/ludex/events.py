@@ -502,6 +502,7 @@ class TokenTransfer(Payload, frozen=True, kw_only=True):
     block_number: int
     tx_hash: str
     log_index: int
+    batch_index: int = 0  # ERC-1155 batches: one event per id, 0..n-1
 
 
 @register

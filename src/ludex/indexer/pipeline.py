@@ -14,9 +14,13 @@ methods) and writes them through :class:`~ludex.indexer.store.IndexStore`:
 * the follower stays ``confirmations`` blocks behind the head, or follows the node's
   ``safe`` / ``finalized`` tag (``follow_tag``) where the node has one.
 
-Events for transactions, logs and transfers are not emitted yet (only ``chain.block``
-and ``chain.block_reverted``). This module never talks to the network itself: the
-source does.
+Events: one ``chain.block``, ``chain.transaction``, ``chain.log`` and
+``chain.token_transfer`` per new record (``events`` limits which), in the range's
+transaction (:mod:`ludex.indexer.bus_events`). With ``analytics`` (an AnalyticsStore),
+each range is also written to ClickHouse after the operational commit, and a reorg
+tombstones the orphaned rows there first (:mod:`ludex.indexer.analytics`); a crash
+between the two is repaired on resume, which re-writes from ClickHouse's tip.
+This module never talks to the network itself: the source does.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -33,9 +37,12 @@ import structlog
 from ludex.adapters.sql.outbox import add_to_outbox
 from ludex.adapters.sql.store import SqlStore
 from ludex.errors import BackendUnavailable, ChainError, ConfigError
-from ludex.events import BlockReverted, ChainBlock, new_event
+from ludex.events import BlockReverted, new_event
+from ludex.indexer import analytics as olap_rows
+from ludex.indexer.bus_events import ALL_EVENTS, check_kinds, record_events
 from ludex.indexer.model import BlockBundle
 from ludex.indexer.store import Checkpoint, IndexStore, RowCounts
+from ludex.ports.olap import AnalyticsStore
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +99,8 @@ class Indexer:
         max_reorg_depth: int = 1024,
         poll_interval: float = 1.0,
         producer: str = "indexer",
+        analytics: AnalyticsStore | None = None,
+        events: Collection[str] = ALL_EVENTS,
     ) -> None:
         if batch_blocks < 1 or confirmations < 0 or max_reorg_depth < 1:
             raise ConfigError(
@@ -108,6 +117,8 @@ class Indexer:
         self.max_reorg_depth = max_reorg_depth
         self.poll_interval = poll_interval
         self.producer = producer
+        self.analytics = analytics
+        self.events = check_kinds(events)
         self.stats = Stats()
         self._restart_at: int | None = None
         self.wake = asyncio.Event()
@@ -137,25 +148,9 @@ class Indexer:
             if parent is not None and parent != first.parent_hash:
                 raise _ParentMismatch(first.number)
             written = await self.rows.write(session, bundles)
-            if written.blocks:
-                await add_to_outbox(
-                    session,
-                    *(
-                        new_event(
-                            ChainBlock(
-                                chain_id=b.chain_id,
-                                number=b.number,
-                                hash=b.hash,
-                                parent_hash=b.parent_hash,
-                                timestamp=b.timestamp,
-                                transaction_count=b.transaction_count,
-                            ),
-                            key=str(b.chain_id),
-                            producer=self.producer,
-                        )
-                        for b in (x.block for x in written.blocks)
-                    ),
-                )
+            events = list(record_events(written.blocks, self.events, self.producer))
+            if events:
+                await add_to_outbox(session, *events)
             if advance:
                 last = bundles[-1].block
                 current = await self.rows.checkpoint(session, self.chain_id, self.name)
@@ -163,7 +158,21 @@ class Indexer:
                     await self.rows.set_checkpoint(
                         session, self.chain_id, self.name, last.number, last.hash
                     )
+        if self.analytics is not None:  # every bundle, not only new ones: at-least-once
+            await olap_rows.write_bundles(self.analytics, bundles)
         return written.rows
+
+    async def _analytics_start(self, first: int) -> int:
+        """Where to start so ClickHouse catches up: a crash between the operational
+        commit and the ClickHouse write left blocks in the operational store only."""
+        if self.analytics is None:
+            return first
+        top = await olap_rows.tip(self.analytics, self.chain_id)
+        if top is not None:
+            return min(first, top + 1)
+        async with self.store.transaction() as session:
+            lowest = await self.rows.lowest_block(session, self.chain_id)
+        return first if lowest is None else min(first, lowest)
 
     # --- backfill ---------------------------------------------------------------------
 
@@ -177,7 +186,7 @@ class Indexer:
         if resume:
             cp = await self.checkpoint()
             if cp is not None and first - 1 <= cp.block_number:
-                start = cp.block_number + 1
+                start = max(first, await self._analytics_start(cp.block_number + 1))
         total = RowCounts()
         n = start
         if progress is not None and start > first:
@@ -229,7 +238,7 @@ class Indexer:
             if self._restart_at is not None:  # a reorg reverted every stored block
                 first = self._restart_at
         else:
-            first = cp.block_number + 1
+            first = await self._analytics_start(cp.block_number + 1)
         if first > target:
             return RowCounts()
         return await self.backfill(first, target, resume=False)
@@ -256,6 +265,8 @@ class Indexer:
         """The stored block ``number`` is not on the node's chain: find the common
         ancestor, revert everything above it in one transaction with its events."""
         ancestor = await self._common_ancestor(number)
+        if self.analytics is not None:  # first: a crash after it repeats the whole revert
+            await olap_rows.revert_above(self.analytics, self.chain_id, ancestor)
         async with self.store.transaction() as session:
             reverted = await self.rows.revert_above(session, self.chain_id, ancestor)
             if reverted:

@@ -1,0 +1,108 @@
+"""The bus events of indexed blocks: one per block, transaction, log and token transfer.
+
+Pure: builds :class:`~ludex.events.Event` envelopes from
+:class:`~ludex.indexer.model.BlockBundle` records; the pipeline adds them to the outbox
+in the same transaction as the rows. Keys (the bus partitions by key, so each
+address's events stay in order): the chain id for ``chain.block``, the sender for
+``chain.transaction``, the emitting contract for ``chain.log``, the token for
+``chain.token_transfer``. This module never writes anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Final
+
+from ludex.errors import ConfigError
+from ludex.events import ChainBlock, ChainLog, ChainTransaction, Envelope, TokenTransfer, new_event
+from ludex.indexer.model import BlockBundle
+
+BLOCK: Final = ChainBlock.event_type
+TRANSACTION: Final = ChainTransaction.event_type
+LOG: Final = ChainLog.event_type
+TOKEN_TRANSFER: Final = TokenTransfer.event_type
+ALL_EVENTS: Final = frozenset({BLOCK, TRANSACTION, LOG, TOKEN_TRANSFER})
+"""The record events the pipeline can emit (``chain.block_reverted`` is always emitted)."""
+
+
+def check_kinds(kinds: Collection[str]) -> frozenset[str]:
+    """``kinds`` as a frozenset; an unknown event type raises :class:`ConfigError`."""
+    unknown = sorted(set(kinds) - ALL_EVENTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown indexer events {unknown}; choose among {sorted(ALL_EVENTS)} "
+            "(chain.block_reverted is always emitted)"
+        )
+    return frozenset(kinds)
+
+
+def record_events(
+    bundles: Sequence[BlockBundle], kinds: Collection[str], producer: str
+) -> Iterator[Envelope]:
+    """The events of ``bundles`` whose type is in ``kinds``, in chain order per block."""
+    for bundle in bundles:
+        b = bundle.block
+        if BLOCK in kinds:
+            yield new_event(
+                ChainBlock(
+                    chain_id=b.chain_id,
+                    number=b.number,
+                    hash=b.hash,
+                    parent_hash=b.parent_hash,
+                    timestamp=b.timestamp,
+                    transaction_count=b.transaction_count,
+                ),
+                key=str(b.chain_id),
+                producer=producer,
+            )
+        if TRANSACTION in kinds:
+            status = {r.transaction_hash: r.status for r in bundle.receipts}
+            for tx in bundle.transactions:
+                yield new_event(
+                    ChainTransaction(
+                        chain_id=tx.chain_id,
+                        block_number=tx.block_number,
+                        hash=tx.hash,
+                        from_address=tx.sender,
+                        to_address=tx.to,
+                        value=tx.value,
+                        status=status.get(tx.hash, 0),
+                    ),
+                    key=tx.sender,
+                    producer=producer,
+                )
+        if LOG in kinds:
+            for lg in bundle.logs:
+                yield new_event(
+                    ChainLog(
+                        chain_id=lg.chain_id,
+                        block_number=lg.block_number,
+                        block_hash=lg.block_hash,
+                        tx_hash=lg.transaction_hash,
+                        log_index=lg.log_index,
+                        address=lg.address,
+                        topics=list(lg.topics),
+                        data="0x" + lg.data.hex(),
+                    ),
+                    key=lg.address,
+                    producer=producer,
+                )
+        if TOKEN_TRANSFER in kinds:
+            for t in bundle.transfers:
+                yield new_event(
+                    TokenTransfer(
+                        chain_id=t.chain_id,
+                        standard=t.standard.value,
+                        token=t.token,
+                        from_address=t.sender,
+                        to_address=t.recipient,
+                        value=t.amount,
+                        token_id=t.token_id,
+                        block_number=t.block_number,
+                        tx_hash=t.transaction_hash,
+                        log_index=t.log_index,
+                        batch_index=t.batch_index,
+                    ),
+                    key=t.token,
+                    producer=producer,
+                )
