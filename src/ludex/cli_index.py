@@ -8,6 +8,7 @@ I/O edge: the work is in ``ludex.indexer.pipeline``; URLs are shown redacted.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -62,6 +63,24 @@ def index(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
     ] = True,
+    abi_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--abi",
+            metavar="FILE",
+            help="ABI JSON file (bare list or Hardhat/Foundry artifact) to decode events "
+            "with, named after the file stem; repeatable. Enables chain.event_decoded.",
+        ),
+    ] = None,
+    abi_addresses: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--abi-address",
+            metavar="NAME=0xADDR",
+            help="Bind a known ABI (a file stem, a project contract or erc20/erc721/erc1155) "
+            "to a contract address; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Index blocks, transactions, receipts, logs, token transfers and contracts into the store."""
     import asyncio
@@ -72,6 +91,7 @@ def index(
     from ludex.adapters.sql import create_store
     from ludex.config import load_settings
     from ludex.errors import ConfigError, LudexError
+    from ludex.indexer.abi_registry import AbiRegistry
     from ludex.indexer.pipeline import Indexer
     from ludex.indexer.source import RpcSource, watch_new_heads
     from ludex.indexer.store import RowCounts
@@ -84,6 +104,23 @@ def index(
     except ConfigError as exc:
         typer.echo(f"ludex: configuration error\n{exc}", err=True)
         raise typer.Exit(2) from None
+    registry: AbiRegistry | None = None
+    if abi_files or abi_addresses:
+        try:
+            registry = AbiRegistry.default()
+            for path in abi_files or []:
+                registry.add_file(path)
+            for binding in abi_addresses or []:
+                abi_name, sep, address = binding.partition("=")
+                if not sep:
+                    raise ConfigError(
+                        f"--abi-address {binding!r}: expected NAME=0xADDRESS "
+                        f"(for example erc20=0x5FbDB2315678afecb367f032d93F642f64180aa3)"
+                    )
+                registry.bind(address.strip(), abi_name.strip())
+        except LudexError as exc:
+            typer.echo(f"ludex: {exc}", err=True)
+            raise typer.Exit(2) from None
 
     async def main() -> dict[str, float | int]:
         from rich.progress import (
@@ -109,6 +146,7 @@ def index(
                 name=name,
                 batch_blocks=batch_blocks,
                 confirmations=confirmations,
+                abi=registry,
             )
             top = last if last is not None else await indexer.target()
             begin = first
@@ -155,6 +193,8 @@ def index(
                 "transfers": rows.transfers,
                 "contracts": rows.contracts,
                 "reorgs": len(indexer.stats.reorgs),
+                "decoded_events": indexer.stats.decoded,
+                "abi_cache_hit_rate": round(registry.hit_rate, 4) if registry else 0.0,
                 "seconds": round(seconds, 3),
                 "blocks_per_s": round(rows.blocks / seconds, 1) if seconds > 0 else 0.0,
             }

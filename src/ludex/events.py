@@ -485,6 +485,7 @@ class ChainEventDecoded(Payload, frozen=True, kw_only=True):
     address: str
     name: str
     args: dict[str, Any]
+    abi: str = ""  # the registry's name of the ABI that decoded it
 
 
 @register

@@ -1,28 +1,42 @@
-"""The bus events of indexed blocks: one per block, transaction, log and token transfer.
+"""The bus events of indexed blocks: one per block, transaction, log, token transfer
+and (with an ABI registry) decoded event.
 
 Pure: builds :class:`~ludex.events.Event` envelopes from
 :class:`~ludex.indexer.model.BlockBundle` records; the pipeline adds them to the outbox
 in the same transaction as the rows. Keys (the bus partitions by key, so each
 address's events stay in order): the chain id for ``chain.block``, the sender for
 ``chain.transaction``, the emitting contract for ``chain.log``, the token for
-``chain.token_transfer``. This module never writes anything itself.
+``chain.token_transfer``, the emitting contract for ``chain.event_decoded``. This
+module never writes anything itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from typing import Final
+from typing import Any, Final
 
 from ludex.errors import ConfigError
-from ludex.events import ChainBlock, ChainLog, ChainTransaction, Envelope, TokenTransfer, new_event
+from ludex.events import (
+    ChainBlock,
+    ChainEventDecoded,
+    ChainLog,
+    ChainTransaction,
+    Envelope,
+    TokenTransfer,
+    new_event,
+)
+from ludex.indexer.abi_registry import AbiRegistry, jsonable
 from ludex.indexer.model import BlockBundle
 
 BLOCK: Final = ChainBlock.event_type
 TRANSACTION: Final = ChainTransaction.event_type
 LOG: Final = ChainLog.event_type
 TOKEN_TRANSFER: Final = TokenTransfer.event_type
-ALL_EVENTS: Final = frozenset({BLOCK, TRANSACTION, LOG, TOKEN_TRANSFER})
-"""The record events the pipeline can emit (``chain.block_reverted`` is always emitted)."""
+EVENT_DECODED: Final = ChainEventDecoded.event_type
+ALL_EVENTS: Final = frozenset({BLOCK, TRANSACTION, LOG, TOKEN_TRANSFER, EVENT_DECODED})
+"""The record events the pipeline can emit (``chain.block_reverted`` is always emitted;
+``chain.event_decoded`` only with an ABI registry)."""
+MAX_SAFE_INT: Final = 2**53
 
 
 def check_kinds(kinds: Collection[str]) -> frozenset[str]:
@@ -106,3 +120,44 @@ def record_events(
                     key=t.token,
                     producer=producer,
                 )
+
+
+def json_safe(value: Any) -> Any:
+    """Decoded arguments as JSON that any consumer reads exactly: bytes as 0x hex,
+    tuples as lists, integers beyond 2**53 (a JavaScript double) as decimal strings."""
+    value = jsonable(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value) if abs(value) > MAX_SAFE_INT else value
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return value
+
+
+def decoded_events(
+    bundles: Sequence[BlockBundle], registry: AbiRegistry, producer: str
+) -> Iterator[Envelope]:
+    """One ``chain.event_decoded`` per log of ``bundles`` the registry decodes, keyed by
+    the emitting contract."""
+    for bundle in bundles:
+        for lg in bundle.logs:
+            decoded = registry.decode_log(lg)
+            if decoded is None:
+                continue
+            yield new_event(
+                ChainEventDecoded(
+                    chain_id=lg.chain_id,
+                    block_number=lg.block_number,
+                    tx_hash=lg.transaction_hash,
+                    log_index=lg.log_index,
+                    address=lg.address,
+                    name=decoded.event,
+                    args=json_safe(decoded.args),
+                    abi=decoded.abi,
+                ),
+                key=lg.address,
+                producer=producer,
+            )

@@ -16,7 +16,9 @@ methods) and writes them through :class:`~ludex.indexer.store.IndexStore`:
 
 Events: one ``chain.block``, ``chain.transaction``, ``chain.log`` and
 ``chain.token_transfer`` per new record (``events`` limits which), in the range's
-transaction (:mod:`ludex.indexer.bus_events`). With ``analytics`` (an AnalyticsStore),
+transaction (:mod:`ludex.indexer.bus_events`); with ``abi`` (an AbiRegistry), also one
+``chain.event_decoded`` per log the registry decodes, and the registry's cache hit
+rate goes to the metrics after each range. With ``analytics`` (an AnalyticsStore),
 each range is also written to ClickHouse after the operational commit, and a reorg
 tombstones the orphaned rows there first (:mod:`ludex.indexer.analytics`); a crash
 between the two is repaired on resume, which re-writes from ClickHouse's tip.
@@ -39,7 +41,15 @@ from ludex.adapters.sql.store import SqlStore
 from ludex.errors import BackendUnavailable, ChainError, ConfigError
 from ludex.events import BlockReverted, new_event
 from ludex.indexer import analytics as olap_rows
-from ludex.indexer.bus_events import ALL_EVENTS, check_kinds, record_events
+from ludex.indexer import metrics
+from ludex.indexer.abi_registry import AbiRegistry
+from ludex.indexer.bus_events import (
+    ALL_EVENTS,
+    EVENT_DECODED,
+    check_kinds,
+    decoded_events,
+    record_events,
+)
 from ludex.indexer.model import BlockBundle
 from ludex.indexer.store import Checkpoint, IndexStore, RowCounts
 from ludex.ports.olap import AnalyticsStore
@@ -75,6 +85,7 @@ class Reorg:
 @dataclass(slots=True)
 class Stats:
     rows: RowCounts = field(default_factory=RowCounts)
+    decoded: int = 0
     reorgs: list[Reorg] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -101,6 +112,7 @@ class Indexer:
         producer: str = "indexer",
         analytics: AnalyticsStore | None = None,
         events: Collection[str] = ALL_EVENTS,
+        abi: AbiRegistry | None = None,
     ) -> None:
         if batch_blocks < 1 or confirmations < 0 or max_reorg_depth < 1:
             raise ConfigError(
@@ -119,6 +131,7 @@ class Indexer:
         self.producer = producer
         self.analytics = analytics
         self.events = check_kinds(events)
+        self.abi = abi
         self.stats = Stats()
         self._restart_at: int | None = None
         self.wake = asyncio.Event()
@@ -149,6 +162,10 @@ class Indexer:
                 raise _ParentMismatch(first.number)
             written = await self.rows.write(session, bundles)
             events = list(record_events(written.blocks, self.events, self.producer))
+            if self.abi is not None and EVENT_DECODED in self.events:
+                decoded = list(decoded_events(written.blocks, self.abi, self.producer))
+                self.stats.decoded += len(decoded)
+                events += decoded
             if events:
                 await add_to_outbox(session, *events)
             if advance:
@@ -158,6 +175,8 @@ class Indexer:
                     await self.rows.set_checkpoint(
                         session, self.chain_id, self.name, last.number, last.hash
                     )
+        if self.abi is not None:
+            metrics.observe_abi_cache(self.abi)
         if self.analytics is not None:  # every bundle, not only new ones: at-least-once
             await olap_rows.write_bundles(self.analytics, bundles)
         return written.rows
