@@ -376,6 +376,52 @@ def bench_settlement(
     )
 
 
+@bench_app.command("indexer")
+def bench_indexer(
+    blocks: Annotated[int, typer.Option(min=1, help="Blocks of generated workload.")] = 500,
+    txs_per_block: Annotated[int, typer.Option(min=1, help="Transactions in each block.")] = 8,
+    live_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Seconds of live mining per store (0: no live phase).")
+    ] = 5.0,
+    live_rate: Annotated[float, typer.Option(min=0.1, help="Blocks mined per second live.")] = 12.0,
+    postgres: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL " + _SERVICE_HELP.format(var="LUDEX_TEST_POSTGRES_URL")),
+    ] = None,
+    analytics: Annotated[
+        bool, typer.Option("--analytics/--no-analytics", help="Also backfill SQLite + chDB.")
+    ] = True,
+    peer: Annotated[
+        str,
+        typer.Option(
+            help="Peer to compare with: 'ethereum-etl' (installed on demand into "
+            ".tools/ethereum-etl) or '' to skip it."
+        ),
+    ] = "ethereum-etl",
+) -> None:
+    """Indexer backfill blocks/s, transactions/s and logs/s per store, live latency and head
+    lag at a fixed block rate, against ethereum-etl on the same anvil chain."""
+    from ludex.bench import indexer
+
+    if peer not in ("", "ethereum-etl"):
+        typer.echo(f"ludex: --peer {peer!r}: use 'ethereum-etl' or ''", err=True)
+        raise typer.Exit(2)
+    _quiet_logs()
+    _bench_output(
+        asyncio.run(
+            indexer.run(
+                blocks=blocks,
+                txs_per_block=txs_per_block,
+                live_seconds=live_seconds,
+                live_rate=live_rate,
+                postgres=postgres,
+                analytics=analytics,
+                peer=peer == "ethereum-etl",
+            )
+        )
+    )
+
+
 @bench_app.command("bus")
 def bench_bus(
     count: Annotated[int, typer.Option(min=1, help="Envelopes per publish round.")] = 20_000,

@@ -200,3 +200,31 @@ async def test_settlement_bench_on_anvil() -> None:
     assert result["throughput"]["batch_size"] == 100
     assert result["throughput"]["hands_per_s"] > 0
     assert isinstance(result["goal"]["met_at_one_running_table"], bool)
+
+
+async def test_indexer_bench_counts_the_generated_workload() -> None:
+    from ludex.bench import indexer
+
+    result = await indexer.run(
+        blocks=6, txs_per_block=6, senders=3, live_seconds=0.5, analytics=False, peer=False
+    )
+    assert result["benchmark"] == "indexer"
+    work = result["workload"]
+    assert set(work["by_kind"]) == set(indexer.KINDS)
+    assert sum(work["by_kind"].values()) == 6 * 6
+    for name in ("sqlite", "postgres"):
+        entry = result["backends"][name]
+        if "skipped" in entry:
+            continue
+        assert "failed" not in entry, entry
+        assert entry["blocks"] == work["blocks"]
+        assert entry["transactions"] == work["transactions"]
+        assert entry["logs"] == work["logs"]
+        assert entry["token_transfers"] >= work["by_kind"]["erc20"] + 3  # a batch moves 3 ids
+        _positive_numbers({k: entry[k] for k in ("blocks_per_s", "logs_per_s")})
+        live = entry["live"]
+        assert live["blocks"] == 6
+        assert live["latency"]["samples"] == 6
+        assert live["head_lag_blocks_50ms_after_last"] >= 0
+    assert result["peer"] == {"skipped": "peer disabled on the command line"}
+    assert result["ratio_backfill_ours_over_peer"] == {}
