@@ -18,10 +18,13 @@ Events: one ``chain.block``, ``chain.transaction``, ``chain.log`` and
 ``chain.token_transfer`` per new record (``events`` limits which), in the range's
 transaction (:mod:`ludex.indexer.bus_events`); with ``abi`` (an AbiRegistry), also one
 ``chain.event_decoded`` per log the registry decodes, and the registry's cache hit
-rate goes to the metrics after each range. With ``analytics`` (an AnalyticsStore),
-each range is also written to ClickHouse after the operational commit, and a reorg
-tombstones the orphaned rows there first (:mod:`ludex.indexer.analytics`); a crash
-between the two is repaired on resume, which re-writes from ClickHouse's tip.
+rate goes to the metrics after each range. Tokens first seen in a range get their
+metadata (name, symbol, decimals by eth_call, :mod:`ludex.indexer.token_metadata`)
+written in the range's transaction when the source can eth_call. With ``analytics``
+(an AnalyticsStore), each range is also written to ClickHouse after the operational
+commit, and a reorg tombstones the orphaned rows there first
+(:mod:`ludex.indexer.analytics`); a crash between the two is repaired on resume, which
+re-writes from ClickHouse's tip.
 This module never talks to the network itself: the source does.
 """
 
@@ -52,6 +55,12 @@ from ludex.indexer.bus_events import (
 )
 from ludex.indexer.model import BlockBundle
 from ludex.indexer.store import Checkpoint, IndexStore, RowCounts
+from ludex.indexer.token_metadata import (
+    EthCaller,
+    TokenMetadata,
+    TokenMetadataReader,
+    first_seen,
+)
 from ludex.ports.olap import AnalyticsStore
 
 log = structlog.get_logger(__name__)
@@ -113,6 +122,7 @@ class Indexer:
         analytics: AnalyticsStore | None = None,
         events: Collection[str] = ALL_EVENTS,
         abi: AbiRegistry | None = None,
+        token_metadata: bool = True,
     ) -> None:
         if batch_blocks < 1 or confirmations < 0 or max_reorg_depth < 1:
             raise ConfigError(
@@ -132,6 +142,12 @@ class Indexer:
         self.analytics = analytics
         self.events = check_kinds(events)
         self.abi = abi
+        self.tokens = (
+            TokenMetadataReader(source)
+            if token_metadata and isinstance(source, EthCaller)
+            else None
+        )
+        """Reads the metadata of new tokens (a source that can eth_call, e.g. RpcSource)."""
         self.stats = Stats()
         self._restart_at: int | None = None
         self.wake = asyncio.Event()
@@ -156,11 +172,13 @@ class Indexer:
     async def _store(self, bundles: Sequence[BlockBundle], *, advance: bool) -> RowCounts:
         """Write bundles, their events and (``advance``) the checkpoint in one transaction."""
         first = bundles[0].block
+        tokens = await self._token_metadata(bundles)
         async with self.store.transaction() as session:
             parent = await self.rows.stored_hash(self.chain_id, first.number - 1, session=session)
             if parent is not None and parent != first.parent_hash:
                 raise _ParentMismatch(first.number)
             written = await self.rows.write(session, bundles)
+            await self.rows.write_tokens(session, tokens)
             events = list(record_events(written.blocks, self.events, self.producer))
             if self.abi is not None and EVENT_DECODED in self.events:
                 decoded = list(decoded_events(written.blocks, self.abi, self.producer))
@@ -180,6 +198,17 @@ class Indexer:
         if self.analytics is not None:  # every bundle, not only new ones: at-least-once
             await olap_rows.write_bundles(self.analytics, bundles)
         return written.rows
+
+    async def _token_metadata(self, bundles: Sequence[BlockBundle]) -> list[TokenMetadata]:
+        """The metadata of the range's tokens not stored yet, read before the range's
+        transaction opens (eth_call at the range's last block; never fails on a token)."""
+        seen = first_seen(bundles)
+        if self.tokens is None or not seen:
+            return []
+        async with self.store.transaction() as session:
+            known = await self.rows.known_tokens(session, self.chain_id, list(seen))
+        new = [t for address, t in seen.items() if address not in known]
+        return await self.tokens.read(self.chain_id, new, bundles[-1].block.number)
 
     async def _analytics_start(self, first: int) -> int:
         """Where to start so ClickHouse catches up: a crash between the operational
@@ -302,6 +331,8 @@ class Indexer:
                         for n, h in reversed(reverted)
                     ),
                 )
+        if self.tokens is not None:  # a token may not exist on the new branch
+            self.tokens.forget(self.chain_id)
         reorg = Reorg(ancestor, tuple(reverted))
         self.stats.reorgs.append(reorg)
         self._restart_at = ancestor + 1

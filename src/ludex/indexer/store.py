@@ -1,7 +1,8 @@
 """The indexer's rows in the operational store: write, revert, checkpoint.
 
 ``IndexStore`` turns :class:`~ludex.indexer.model.BlockBundle` records into rows of the
-``idx_*`` tables (``ludex.adapters.sql.tables``, revision 0006). Every method that
+``idx_*`` tables (``ludex.adapters.sql.tables``, revisions 0006 and 0007 for
+``idx_tokens``). Every method that
 writes takes the caller's session: the pipeline writes a range of blocks, its events
 (outbox) and its checkpoint in ONE transaction, so a crash leaves either all of it or
 none of it.
@@ -35,10 +36,12 @@ from ludex.adapters.sql.tables import (
     idx_contracts,
     idx_logs,
     idx_token_transfers,
+    idx_tokens,
     idx_transactions,
 )
 from ludex.errors import StoreError
 from ludex.indexer.model import BlockBundle
+from ludex.indexer.token_metadata import TokenMetadata
 
 ROW_TABLES: tuple[Table, ...] = (
     idx_token_transfers,
@@ -276,6 +279,11 @@ class IndexStore:
                 idx_blocks.c.chain_id == chain_id, idx_blocks.c.number > number
             )
         )
+        await session.execute(  # read again when seen again on the new branch
+            delete(idx_tokens).where(
+                idx_tokens.c.chain_id == chain_id, idx_tokens.c.first_block > number
+            )
+        )
         ancestor = await self._hash_at(session, chain_id, number)
         if ancestor is None:
             await session.execute(
@@ -294,6 +302,40 @@ class IndexStore:
                 .values(block_number=number, block_hash=ancestor, updated_at=datetime.now(UTC))
             )
         return [(int(n), str(h)) for n, h in reverted]
+
+    async def known_tokens(
+        self, session: AsyncSession, chain_id: int, addresses: Sequence[str]
+    ) -> set[str]:
+        """Which of ``addresses`` already have an ``idx_tokens`` row."""
+        known: set[str] = set()
+        for i in range(0, len(addresses), 500):
+            rows = await session.execute(
+                select(idx_tokens.c.address).where(
+                    idx_tokens.c.chain_id == chain_id,
+                    idx_tokens.c.address.in_(addresses[i : i + 500]),
+                )
+            )
+            known.update(str(a) for (a,) in rows.all())
+        return known
+
+    async def write_tokens(self, session: AsyncSession, tokens: Sequence[TokenMetadata]) -> None:
+        """Insert token metadata rows; a token already stored keeps its row."""
+        if tokens:
+            await session.execute(
+                self._insert_ignore(idx_tokens),
+                [
+                    {
+                        "chain_id": t.chain_id,
+                        "address": t.address,
+                        "standard": t.standard.value,
+                        "name": t.name,
+                        "symbol": t.symbol,
+                        "decimals": t.decimals,
+                        "first_block": t.first_block,
+                    }
+                    for t in tokens
+                ],
+            )
 
     async def checkpoint(
         self, session: AsyncSession, chain_id: int, name: str

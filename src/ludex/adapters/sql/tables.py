@@ -584,3 +584,26 @@ idx_checkpoints = Table(
 """The last block an indexer (by name) stored, written in the same transaction as it."""
 
 # --- end of indexer tables ----------------------------------------------------------
+
+# --- token metadata: name, symbol, decimals by eth_call (revision 0007) -------------
+# (owned by ludex.indexer.token_metadata and ludex.indexer.store)
+
+TOKEN_NAME_LENGTH: Final = 256
+TOKEN_SYMBOL_LENGTH: Final = 128
+
+idx_tokens = Table(
+    "idx_tokens",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("address", _ascii_key(ADDRESS_LENGTH), primary_key=True),
+    Column("standard", String(16), nullable=False),
+    Column("name", String(TOKEN_NAME_LENGTH), nullable=True),
+    Column("symbol", String(TOKEN_SYMBOL_LENGTH), nullable=True),
+    Column("decimals", Integer(), nullable=True),
+    Column("first_block", BigInteger(), nullable=False),
+    Index(None, "chain_id", "first_block"),
+)
+"""Every token seen in a transfer; a field the token did not answer is NULL. Deleted on
+a reorg when ``first_block`` is orphaned (read again when seen again)."""
+
+# --- end of token metadata tables ---------------------------------------------------
