@@ -19,15 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ludex.adapters.chain.anvil import free_port
 from tests.conftest import ROOT
 
 ANVIL = ROOT / "node_modules" / ".bin" / "anvil"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
@@ -39,7 +34,7 @@ def _port_open(port: int) -> bool:
 def test_run_serves_ready_backends_and_the_demo_reaches_analytics(tmp_path: Path) -> None:
     if not ANVIL.exists():
         pytest.fail("anvil is not installed: run `make install` (npm ci)")
-    http_port, anvil_port = _free_port(), _free_port()
+    http_port, anvil_port = free_port(), free_port()
     env = {
         **os.environ,
         "LUDEX_HTTP_PORT": str(http_port),

@@ -31,6 +31,7 @@ from ludex.chain.settlement import (
     typed_data,
 )
 from ludex.errors import ChainError, ContractReverted
+from tests.chain.vault_env import funded
 from tests.conftest import service_url
 
 ETHER = 10**18
@@ -44,12 +45,6 @@ async def chain() -> AsyncIterator[JsonRpcChain]:
         yield client
     finally:
         await client.close()
-
-
-async def _funded(chain: JsonRpcChain) -> Transactor:
-    account = Account.create()
-    await chain.call("anvil_setBalance", [account.address, hex(1000 * ETHER)])
-    return Transactor(chain, account)
 
 
 @dataclass
@@ -120,8 +115,8 @@ class Deployment:
 
 @pytest.fixture
 async def d(chain: JsonRpcChain) -> Deployment:
-    owner, operator, stranger = [await _funded(chain) for _ in range(3)]
-    players = [await _funded(chain) for _ in range(4)]
+    owner, operator, stranger = [await funded(chain) for _ in range(3)]
+    players = [await funded(chain) for _ in range(4)]
     ludex, _ = await deploy(owner, load_artifact("Ludex"), owner.address)
     await ludex.transact(owner, "setOperator", operator.address, True)
     token, _ = await deploy(owner, load_artifact("TestToken"), "Test", "TST")

@@ -9,7 +9,6 @@ started and stopped by the test) so the shared node is not disturbed.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from ludex.adapters.chain.anvil import AnvilChain
+from ludex.adapters.chain.anvil import AnvilChain, free_port, set_balance
 from ludex.adapters.chain.jsonrpc import JsonRpcChain, parse_quantity
 from ludex.adapters.sql import SqlStore, create_store
 from ludex.chain.keystore import KeystoreSigner
@@ -40,12 +39,6 @@ GWEI = 10**9
 ANVIL = ROOT / "node_modules" / ".bin" / "anvil"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def dedicated_anvil() -> AnvilChain:
     """A fresh anvil on a free port (the caller closes it, which stops the process)."""
     if not ANVIL.exists():
@@ -57,7 +50,7 @@ async def dedicated_anvil() -> AnvilChain:
 
 async def funded_signer(chain: Any) -> KeystoreSigner:
     account = Account.create()
-    await chain.call("anvil_setBalance", [account.address, hex(1000 * ETHER)])
+    await set_balance(chain, account.address, 1000 * ETHER)
     return KeystoreSigner(account)
 
 

@@ -9,7 +9,6 @@ sessions mining on the shared node cannot move their head.
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from eth_account import Account
 from sqlalchemy import select
 
+from ludex.adapters.chain.anvil import free_port, set_balance
 from ludex.adapters.chain.jsonrpc import JsonRpcChain
 from ludex.adapters.sql.outbox import fetch_unpublished
 from ludex.adapters.sql.tables import chain_cursors, chain_vault_events
@@ -35,12 +35,6 @@ from tests.conftest import ROOT
 ANVIL = ROOT / "node_modules" / ".bin" / "anvil"
 ETHER = 10**18
 GWEI = 10**9
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -79,7 +73,7 @@ def anvil_node(*extra: str) -> Iterator[str]:
 
 async def funded(chain: JsonRpcChain) -> Transactor:
     account = Account.create()
-    await chain.call("anvil_setBalance", [account.address, hex(1000 * ETHER)])
+    await set_balance(chain, account.address, 1000 * ETHER)
     return Transactor(chain, account)
 
 

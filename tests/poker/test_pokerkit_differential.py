@@ -43,15 +43,14 @@ import warnings
 from functools import partial
 from typing import Any
 
+import pokerkit
 import pytest
 
-pokerkit = pytest.importorskip("pokerkit")
-
-from ludex.errors import IllegalAction  # noqa: E402
-from ludex.poker.cards import card_str  # noqa: E402
-from ludex.poker.operations import AwardPot  # noqa: E402
-from ludex.poker.rules import GameConfig, RakeConfig, Variant  # noqa: E402
-from ludex.poker.state import Phase, State  # noqa: E402
+from ludex.errors import IllegalAction
+from ludex.poker.cards import card_str
+from ludex.poker.operations import AwardPot
+from ludex.poker.rules import GameConfig, RakeConfig, Variant
+from ludex.poker.state import Phase, State
 
 HANDS = 10_000
 PLAYER_WEIGHTS = {2: 30, 3: 25, 4: 15, 5: 10, 6: 10, 7: 3, 8: 3, 9: 2, 10: 2}

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from structlog.testing import capture_logs
 
 from ludex import ledger
+from ludex.adapters.chain.anvil import free_port
 from ludex.adapters.chain.jsonrpc import JsonRpcChain
 from ludex.adapters.sql.tables import (
     chain_checkpoints,
@@ -44,7 +45,6 @@ from tests.chain.vault_env import (
     cursor_rows,
     deploy_vault,
     event_rows,
-    free_port,
     funded,
     mine,
     outbox_events,

@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 
 from ludex import ledger
 from ludex.adapters.bus.memory import MemoryBus
+from ludex.adapters.chain.anvil import free_port, set_balance
 from ludex.adapters.chain.jsonrpc import JsonRpcChain, parse_quantity
 from ludex.adapters.sql import SqlStore, create_store
 from ludex.adapters.sql.tables import (
@@ -60,6 +61,7 @@ from ludex.services.settlement import (
     token_for,
 )
 from tests.chain.test_txmanager import dedicated_anvil, mine
+from tests.chain.vault_env import funded
 from tests.conftest import ROOT, service_url
 from tests.contract.sql_backends import BACKENDS, fresh_database, started_store
 
@@ -104,19 +106,13 @@ class Env:
         return [int(entry["topics"][1], 16) for entry in logs]
 
 
-async def _funded(chain: Any) -> Transactor:
-    account = Account.create()
-    await chain.call("anvil_setBalance", [account.address, hex(1000 * ETHER)])
-    return Transactor(chain, account)
-
-
 async def make_env(chain: Any, *, players: int = 4, lock: int = LOCKED) -> Env:
-    owner = await _funded(chain)
+    owner = await funded(chain)
     operator_account = Account.create()
-    await chain.call("anvil_setBalance", [operator_account.address, hex(1000 * ETHER)])
+    await set_balance(chain, operator_account.address, 1000 * ETHER)
     ludex, _ = await deploy(owner, load_artifact("Ludex"), owner.address)
     await ludex.transact(owner, "setOperator", operator_account.address, True)
-    seated = [await _funded(chain) for _ in range(players)]
+    seated = [await funded(chain) for _ in range(players)]
     for player in seated[:3]:
         await ludex.transact(player, "deposit", value=lock)
         await ludex.transact(player, "lock", NATIVE, lock)
@@ -760,7 +756,7 @@ async def test_the_service_is_registered_and_skips_without_a_contract(tmp_path: 
 
 def test_chain_deploy_and_devnet_commands(tmp_path: Path) -> None:
     """`ludex chain devnet --no-wait` on a node of our own, then `ludex chain deploy`."""
-    port = _free_port()
+    port = free_port()
     anvil = subprocess.Popen(
         [
             str(ROOT / "node_modules/.bin/anvil"),
@@ -903,12 +899,6 @@ async def _settle_with(lines: dict[str, str], summary: dict[str, Any], tmp_path:
         await container.chain.close()
         await container.bus.close()
         await container.store.close()
-
-
-def _free_port() -> int:
-    from tests.chain.test_txmanager import free_port
-
-    return free_port()
 
 
 def _wait_rpc(port: int) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,7 +37,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import func, select
 
-from ludex.adapters.chain.anvil import AnvilChain
+from ludex.adapters.chain.anvil import AnvilChain, free_port, set_balance
 from ludex.adapters.sql import create_store
 from ludex.adapters.sql.store import SqlStore
 from ludex.adapters.sql.tables import idx_blocks, outbox
@@ -157,9 +156,8 @@ async def _setup(chain: AnvilChain, senders: list[LocalAccount]) -> _Generator:
     """Deploy the contracts (automine on), fund the senders, then turn automine off."""
     chain_id = await chain.chain_id()
     owner = Account.create()
-    await chain.call("anvil_setBalance", [owner.address, hex(10_000 * ETHER)])
-    for s in senders:
-        await chain.call("anvil_setBalance", [s.address, hex(10_000 * ETHER)])
+    for address in [owner.address, *(s.address for s in senders)]:
+        await set_balance(chain, address, 10_000 * ETHER)
     me = Transactor(chain, owner)
     gen = _Generator(chain.url, chain_id, senders)
     receipts = []
@@ -423,12 +421,6 @@ def _peer(rpc: str, head: int, install: bool) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def run(
     *,
     blocks: int = 500,
@@ -442,7 +434,7 @@ async def run(
     peer: bool = True,
 ) -> dict[str, Any]:
     """Generate the chain on a fresh anvil, then measure every backend and the peer."""
-    chain = AnvilChain(port=_free_port())
+    chain = AnvilChain(port=free_port())
     await chain.start()
     backends: dict[str, Any] = {}
     try:

@@ -18,7 +18,6 @@ Only runs on an anvil node (it checks ``web3_clientVersion``): it sets balances.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -26,7 +25,7 @@ from typing import Any, Final
 from eth_account import Account
 from eth_utils.crypto import keccak
 
-from ludex.adapters.chain.anvil import AnvilChain
+from ludex.adapters.chain.anvil import AnvilChain, free_port, set_balance
 from ludex.adapters.chain.jsonrpc import JsonRpcChain
 from ludex.bench._common import header, per_second, progress, redacted, resolve
 from ludex.chain.artifacts import load_artifact
@@ -85,7 +84,7 @@ async def _settle(
 
 async def _funded(chain: JsonRpcChain) -> Transactor:
     account = Account.create()
-    await chain.call("anvil_setBalance", [account.address, hex(10_000 * ETHER)])
+    await set_balance(chain, account.address, 10_000 * ETHER)
     return Transactor(chain, account)
 
 
@@ -168,10 +167,7 @@ async def run(
     url, _ = resolve("anvil", anvil)
     own: AnvilChain | None = None
     if url is None:
-        with socket.socket() as probe:  # a free local port for our own node
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        own = AnvilChain(port=port)
+        own = AnvilChain(port=free_port())
         await own.start()
         chain: JsonRpcChain = own
     else:

@@ -27,6 +27,7 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from ludex.adapters.chain.anvil import set_balance
 from ludex.adapters.chain.jsonrpc import parse_quantity
 from ludex.chain.abi import ContractAbi
 from ludex.chain.artifacts import load_artifact
@@ -182,7 +183,7 @@ async def setup_devnet(
     (mode 0600) in ``directory``. Returns the summary ``ludex chain devnet`` prints.
     """
     signer, keystore, password_file = devnet_operator(directory)
-    await chain.call("anvil_setBalance", [signer.address, hex(10_000 * ETHER)])
+    await set_balance(chain, signer.address, 10_000 * ETHER)
     deployed = await deploy_ludex(chain, signer)
     token_artifact = load_artifact("TestToken")
     token_abi = ContractAbi(token_artifact.abi)
@@ -197,7 +198,7 @@ async def setup_devnet(
     assert token is not None
     accounts = [Account.create() for _ in range(players)]
     for account in accounts:
-        await chain.call("anvil_setBalance", [account.address, hex(100 * ETHER)])
+        await set_balance(chain, account.address, 100 * ETHER)
         await send_signed(
             chain,
             signer,

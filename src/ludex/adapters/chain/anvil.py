@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -16,8 +17,21 @@ import structlog
 
 from ludex.adapters.chain.jsonrpc import JsonRpcChain
 from ludex.errors import BackendUnavailable, ConfigError
+from ludex.ports.chain import ChainClient
 
 log = structlog.get_logger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for a throw-away local node)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+async def set_balance(chain: ChainClient, address: str, wei: int) -> None:
+    """Give ``address`` exactly ``wei`` of native coin (anvil's ``anvil_setBalance``)."""
+    await chain.call("anvil_setBalance", [address, hex(wei)])
 
 
 class AnvilChain(JsonRpcChain):
