@@ -607,3 +607,57 @@ idx_tokens = Table(
 a reorg when ``first_block`` is orphaned (read again when seen again)."""
 
 # --- end of token metadata tables ---------------------------------------------------
+
+# --- balance changes and the mempool (revision 0008) --------------------------------
+# (idx_balance_changes owned by ludex.indexer.balances and ludex.indexer.store;
+#  idx_pending_transactions owned by ludex.indexer.mempool)
+
+NATIVE_TOKEN: Final = "native"
+"""``idx_balance_changes.token`` for the chain's own currency (ether), not a contract."""
+
+idx_balance_changes = Table(
+    "idx_balance_changes",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("block_number", BigInteger(), primary_key=True),
+    Column("address", _ascii_key(ADDRESS_LENGTH), primary_key=True),
+    Column("token", _ascii_key(ADDRESS_LENGTH), primary_key=True),
+    Column("token_id", _ascii_key(QUANTITY_TEXT_LENGTH), primary_key=True),
+    Column("block_hash", _ascii_key(HASH_LENGTH), nullable=False),
+    Column("delta", String(QUANTITY_TEXT_LENGTH), nullable=False),
+    Index(None, "chain_id", "address", "block_number"),
+)
+"""The net change of one address's balance of one asset in one block (signed decimal
+text; never zero): ``token`` is ``native`` or the token contract, ``token_id`` the
+ERC-721 / ERC-1155 id as decimal text or '' for fungible assets."""
+
+PENDING_STATUSES: Final = ("pending", "included", "replaced", "dropped")
+
+idx_pending_transactions = Table(
+    "idx_pending_transactions",
+    metadata,
+    Column("chain_id", BigInteger(), primary_key=True),
+    Column("hash", _ascii_key(HASH_LENGTH), primary_key=True),
+    Column("sender", _ascii_key(ADDRESS_LENGTH), nullable=False),
+    Column("nonce", BigInteger(), nullable=False),
+    Column("recipient", _ascii_key(ADDRESS_LENGTH), nullable=True),
+    Column("value", String(QUANTITY_TEXT_LENGTH), nullable=False),
+    Column("gas", BigInteger(), nullable=False),
+    Column("gas_price", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("max_fee_per_gas", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("max_priority_fee_per_gas", String(QUANTITY_TEXT_LENGTH), nullable=True),
+    Column("tx_type", Integer(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("block_number", BigInteger(), nullable=True),
+    Column("replaced_by", _ascii_key(HASH_LENGTH), nullable=True),
+    Index(None, "chain_id", "status"),
+    Index(None, "chain_id", "sender", "nonce"),
+    Index(None, "chain_id", "block_number"),
+)
+"""Transactions seen in the mempool and their fate (``PENDING_STATUSES``): ``included``
+in ``block_number``, ``replaced`` by another transaction of the same sender and nonce
+(``replaced_by``, when known), or ``dropped`` from the pool without being included."""
+
+# --- end of balance changes and mempool tables --------------------------------------
