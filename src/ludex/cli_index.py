@@ -107,17 +107,7 @@ def index(
     registry: AbiRegistry | None = None
     if abi_files or abi_addresses:
         try:
-            registry = AbiRegistry.default()
-            for path in abi_files or []:
-                registry.add_file(path)
-            for binding in abi_addresses or []:
-                abi_name, sep, address = binding.partition("=")
-                if not sep:
-                    raise ConfigError(
-                        f"--abi-address {binding!r}: expected NAME=0xADDRESS "
-                        f"(for example erc20=0x5FbDB2315678afecb367f032d93F642f64180aa3)"
-                    )
-                registry.bind(address.strip(), abi_name.strip())
+            registry = AbiRegistry.from_options(abi_files or [], abi_addresses or [])
         except LudexError as exc:
             typer.echo(f"ludex: {exc}", err=True)
             raise typer.Exit(2) from None

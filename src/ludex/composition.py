@@ -152,7 +152,7 @@ def _settlement(container: Container) -> Service:
 def _indexer(container: Container) -> Service:
     from ludex.indexer.workers import indexer_service
 
-    return indexer_service(container.store, container.kv, container.settings)
+    return indexer_service(container.store, container.kv, container.settings, container.analytics)
 
 
 SERVICES: dict[str, ServiceFactory] = {

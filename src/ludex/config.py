@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     indexer_name: str = Field(
         default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
     )
+    indexer_analytics: bool = False
+    indexer_events: Annotated[list[str] | None, NoDecode] = None
+    indexer_abi_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    indexer_abi_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("store_url", "analytics_url", "bus_url", "cache_url", "chain_url")
     @classmethod
@@ -176,6 +180,26 @@ class Settings(BaseSettings):
                 value = [part for part in (p.strip() for p in text.split(",")) if part]
         if isinstance(value, list):
             return [_check_url("indexer_rpc_urls", str(u).strip()) for u in value]
+        return value
+
+    @field_validator("indexer_events", "indexer_abi_files", "indexer_abi_addresses", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+    @field_validator("indexer_events")
+    @classmethod
+    def _indexer_events(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            from ludex.errors import ConfigError
+            from ludex.indexer.bus_events import check_kinds
+
+            try:
+                check_kinds(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("secrets_key")

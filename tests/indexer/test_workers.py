@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,11 +17,15 @@ from sqlalchemy import func, select
 from ludex.adapters.chain.jsonrpc import JsonRpcChain
 from ludex.adapters.kv import create_key_value
 from ludex.adapters.kv.memory import MemoryKeyValue
+from ludex.adapters.olap import create_analytics
 from ludex.adapters.sql import SqlStore
+from ludex.adapters.sql.outbox import fetch_unpublished
 from ludex.adapters.sql.tables import idx_blocks
 from ludex.config import load_settings
+from ludex.errors import ChainError
+from ludex.indexer import analytics as olap_rows
 from ludex.indexer.model import BlockBundle
-from ludex.indexer.pipeline import BlockSource
+from ludex.indexer.pipeline import BlockSource, Outputs
 from ludex.indexer.source import RpcSource
 from ludex.indexer.store import IndexStore, RowCounts
 from ludex.indexer.workers import (
@@ -33,6 +38,7 @@ from ludex.indexer.workers import (
     range_lock,
 )
 from ludex.ports.kv import KeyValue
+from ludex.ports.olap import AnalyticsStore
 from tests.chain.vault_env import anvil_node
 from tests.conftest import service_url
 from tests.contract.sql_backends import started_store
@@ -388,3 +394,147 @@ def test_indexer_rpc_urls_accept_a_comma_separated_list_and_refuse_other_schemes
     assert load_settings().indexer_rpc_urls == []
     with pytest.raises(ConfigError, match="LUDEX_INDEXER_RPC_URLS"):
         load_settings(indexer_rpc_urls="ws://a:1")
+
+
+class StuckAnalytics:
+    """An AnalyticsStore whose ``insert`` number ``hold_at`` (0-based) never returns: the
+    worker dies between its operational commit and its ClickHouse write."""
+
+    def __init__(self, inner: AnalyticsStore, hold_at: int) -> None:
+        self.inner = inner
+        self.hold_at = hold_at
+        self.inserts = 0
+        self.held = asyncio.Event()
+
+    async def insert(self, *args: Any, **kwargs: Any) -> None:
+        call = self.inserts
+        self.inserts += 1
+        if call == self.hold_at:
+            self.held.set()
+            await asyncio.Event().wait()
+        await self.inner.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_range_workers_write_clickhouse_and_a_worker_killed_between_the_stores_leaves_no_gap(
+    store: SqlStore, source: RpcSource, chain: JsonRpcChain, tmp_path: Path
+) -> None:
+    head = await generated_chain(chain)
+    olap = create_analytics(f"chdb://{tmp_path / 'olap'}")
+    await olap.start()
+    kv = MemoryKeyValue()
+    try:
+        # Range 0..5 in batches of 3: the first batch's blocks reach ClickHouse (one
+        # insert per table with rows: blocks, transactions, logs...), then the victim
+        # dies inside the second batch's ClickHouse write, after its operational commit.
+        stuck = StuckAnalytics(olap, hold_at=5)
+
+        def worker(outputs: Outputs, owner: str) -> BackfillWorker:
+            return BackfillWorker(
+                store,
+                source,
+                kv,
+                chain_id=CHAIN_ID,
+                first=0,
+                last=head,
+                range_blocks=6,
+                batch_blocks=3,
+                lease_seconds=0.6,
+                poll_interval=0.05,
+                owner=owner,
+                outputs=outputs,
+            )
+
+        victim = worker(Outputs(analytics=cast(AnalyticsStore, stuck)), "victim")
+        task = asyncio.create_task(victim.run())
+        await asyncio.wait_for(stuck.held.wait(), 20)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with store.transaction() as session:
+            ops = await session.scalar(select(func.count()).select_from(idx_blocks))
+        assert ops is not None
+        assert ops >= 6
+        behind = await olap_rows.counts(olap, CHAIN_ID)
+        assert behind.blocks < ops  # ClickHouse is behind the operational store
+
+        others = [worker(Outputs(analytics=olap), o) for o in ("a", "b")]
+        await asyncio.wait_for(asyncio.gather(*(w.run() for w in others)), 30)
+        await assert_complete_once(store, chain, head)
+        ops_counts = await IndexStore(store).counts(CHAIN_ID)
+        assert await olap_rows.counts(olap, CHAIN_ID) == olap_rows.AnalyticsCounts(
+            ops_counts.blocks, ops_counts.transactions, ops_counts.logs, ops_counts.transfers
+        )
+        numbers = [
+            int(r["number"])
+            for r in await olap.query(
+                "SELECT number FROM chain_blocks FINAL WHERE chain_id = {c:UInt64} ORDER BY number",
+                {"c": CHAIN_ID},
+            )
+        ]
+        assert numbers == list(range(head + 1))
+    finally:
+        await olap.close()
+
+
+async def test_the_service_passes_clickhouse_events_and_abis_to_its_workers(
+    store: SqlStore, chain: JsonRpcChain, node_url: str, tmp_path: Path
+) -> None:
+    head = await generated_chain(chain, extra_blocks=2)
+    olap = create_analytics(f"chdb://{tmp_path / 'olap'}")
+    await olap.start()
+    settings = load_settings(
+        indexer_rpc_urls=node_url,
+        indexer_from_block="0",
+        indexer_range_blocks=4,
+        indexer_batch_blocks=2,
+        indexer_confirmations=0,
+        indexer_lease_seconds=1,
+        indexer_poll_interval=0.05,
+        indexer_analytics="true",
+        indexer_events="chain.block,chain.event_decoded",
+        indexer_abi_addresses="",
+        indexer_abi_files="",
+    )
+    assert settings.indexer_events == ["chain.block", "chain.event_decoded"]
+    service = indexer_service(store, MemoryKeyValue(), settings, olap)
+    assert isinstance(service, IndexerService)
+    assert service.outputs.analytics is olap
+    assert service.outputs.abi is None
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+
+        async def indexed() -> bool:
+            return (await olap_rows.counts(olap, CHAIN_ID)).blocks == head + 1
+
+        await wait_for(indexed, 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await olap.close()
+    async with store.transaction() as session:
+        kinds = {r.event_type for r in await fetch_unpublished(session, 100_000)}
+    assert kinds == {"chain.block"}  # no transaction, log or transfer events; no ABI
+
+
+def test_indexer_event_and_abi_settings_are_checked() -> None:
+    from ludex.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LUDEX_INDEXER_EVENTS"):
+        load_settings(indexer_events="chain.block,chain.nonsense")
+    assert load_settings().indexer_events is None
+    settings = load_settings(indexer_abi_addresses="erc20=0x" + "11" * 20)
+    service = IndexerService(
+        cast(SqlStore, None), MemoryKeyValue(), settings.model_copy(update={"indexer_rpc_urls": []})
+    )
+    assert service.outputs.abi is not None
+    assert "erc20" in service.outputs.abi.names
+    with pytest.raises(ChainError, match="NAME=0xADDRESS"):
+        IndexerService(
+            cast(SqlStore, None),
+            MemoryKeyValue(),
+            load_settings(indexer_abi_addresses="erc20"),
+        )

@@ -392,6 +392,26 @@ class AbiRegistry:
         self._bound[_lower_address(address)] = name
         self._cache.clear()
 
+    def bind_spec(self, binding: str) -> None:
+        """Bind from ``NAME=0xADDRESS`` (the ``--abi-address`` form)."""
+        abi_name, sep, address = binding.partition("=")
+        if not sep:
+            raise ChainError(
+                f"ABI binding {binding!r}: expected NAME=0xADDRESS "
+                f"(for example erc20=0x5FbDB2315678afecb367f032d93F642f64180aa3)"
+            )
+        self.bind(address.strip(), abi_name.strip())
+
+    @classmethod
+    def from_options(cls, files: Iterable[str | Path], bindings: Iterable[str]) -> AbiRegistry:
+        """The default registry plus ABI files and ``NAME=0xADDRESS`` bindings."""
+        registry = cls.default()
+        for path in files:
+            registry.add_file(Path(path))
+        for binding in bindings:
+            registry.bind_spec(binding)
+        return registry
+
     def _candidates(self, address: str | None) -> list[_Abi]:
         first = self._bound.get(address) if address else None
         ordered = [self._abis[first]] if first else []

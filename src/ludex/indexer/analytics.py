@@ -286,11 +286,29 @@ async def counts(olap: AnalyticsStore, chain_id: int, *, above: int = -1) -> Ana
     )
 
 
-async def tip(olap: AnalyticsStore, chain_id: int) -> int | None:
-    """The highest block of ``chain_id`` visible under FINAL (None when there is none)."""
+async def tip(
+    olap: AnalyticsStore, chain_id: int, low: int = 0, high: int = 2**63 - 1
+) -> int | None:
+    """The highest block of ``chain_id`` in ``low..high`` visible under FINAL (None when
+    there is none); a backfill range asks for its own blocks only."""
     [row] = await olap.query(
         "SELECT count() AS n, max(number) AS top FROM chain_blocks FINAL "
-        "WHERE chain_id = {chain_id:UInt64}",
-        {"chain_id": chain_id},
+        "WHERE chain_id = {chain_id:UInt64} "
+        "AND number BETWEEN {low:UInt64} AND {high:UInt64}",
+        {"chain_id": chain_id, "low": low, "high": high},
     )
     return int(row["top"]) if int(row["n"]) else None
+
+
+async def range_tips(
+    olap: AnalyticsStore, chain_id: int, first: int, last: int, size: int
+) -> dict[int, int]:
+    """For the backfill ranges of ``size`` blocks from ``first`` to ``last``: each range's
+    start mapped to its highest block visible under FINAL (ranges with none are absent)."""
+    rows = await olap.query(
+        "SELECT intDiv(number - {first:UInt64}, {size:UInt64}) AS r, max(number) AS top "
+        "FROM chain_blocks FINAL WHERE chain_id = {chain_id:UInt64} "
+        "AND number BETWEEN {first:UInt64} AND {last:UInt64} GROUP BY r",
+        {"chain_id": chain_id, "first": first, "last": last, "size": size},
+    )
+    return {first + int(row["r"]) * size: int(row["top"]) for row in rows}

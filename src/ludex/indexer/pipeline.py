@@ -35,7 +35,7 @@ import itertools
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import structlog
 
@@ -89,6 +89,28 @@ class Reorg:
     @property
     def depth(self) -> int:
         return len(self.reverted)
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """Where an indexer writes besides the operational store (``Indexer`` keywords)."""
+
+    analytics: AnalyticsStore | None = None
+    events: Collection[str] = ALL_EVENTS
+    abi: AbiRegistry | None = None
+    token_metadata: bool = True
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "analytics": self.analytics,
+            "events": self.events,
+            "abi": self.abi,
+            "token_metadata": self.token_metadata,
+        }
+
+
+NO_OUTPUTS: Final = Outputs()
+"""The operational store and every record event only."""
 
 
 @dataclass(slots=True)
@@ -149,6 +171,9 @@ class Indexer:
         )
         """Reads the metadata of new tokens (a source that can eth_call, e.g. RpcSource)."""
         self.stats = Stats()
+        self.span: tuple[int, int] | None = None
+        """The blocks this indexer owns (a backfill range): its ClickHouse position is
+        the highest block of that span in ClickHouse, not the chain's."""
         self._restart_at: int | None = None
         self.wake = asyncio.Event()
         """Set it (a newHeads notification) to poll at once instead of waiting."""
@@ -215,9 +240,12 @@ class Indexer:
         commit and the ClickHouse write left blocks in the operational store only."""
         if self.analytics is None:
             return first
-        top = await olap_rows.tip(self.analytics, self.chain_id)
+        low, high = self.span if self.span is not None else (0, 2**63 - 1)
+        top = await olap_rows.tip(self.analytics, self.chain_id, low, high)
         if top is not None:
             return min(first, top + 1)
+        if self.span is not None:
+            return min(first, low)
         async with self.store.transaction() as session:
             lowest = await self.rows.lowest_block(session, self.chain_id)
         return first if lowest is None else min(first, lowest)

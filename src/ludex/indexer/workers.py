@@ -43,11 +43,15 @@ from ludex.adapters.sql.store import SqlStore
 from ludex.adapters.sql.tables import idx_checkpoints
 from ludex.config import Settings
 from ludex.errors import BackendUnavailable, ChainError, ConfigError, LockLost
+from ludex.indexer import analytics as olap_rows
 from ludex.indexer import metrics
+from ludex.indexer.abi_registry import AbiRegistry
+from ludex.indexer.bus_events import ALL_EVENTS
 from ludex.indexer.model import Block, BlockBundle
-from ludex.indexer.pipeline import BlockSource, Indexer, Progress
+from ludex.indexer.pipeline import NO_OUTPUTS, BlockSource, Indexer, Outputs, Progress
 from ludex.indexer.store import IndexStore, RowCounts, Written
 from ludex.ports.kv import KeyValue, Lease
+from ludex.ports.olap import AnalyticsStore
 from ludex.ports.store import OperationalStore
 
 log = structlog.get_logger(__name__)
@@ -147,6 +151,7 @@ class FencedIndexer(Indexer):
         confirmations: int = 0,
         poll_interval: float = 1.0,
         producer: str = "indexer",
+        outputs: Outputs = NO_OUTPUTS,
     ) -> None:
         super().__init__(
             store,
@@ -157,6 +162,7 @@ class FencedIndexer(Indexer):
             confirmations=confirmations,
             poll_interval=poll_interval,
             producer=producer,
+            **outputs.kwargs(),
         )
         self.fenced = _FencedRows(store, guard)
         self.rows = self.fenced
@@ -260,6 +266,7 @@ class BackfillWorker:
         poll_interval: float | None = None,
         owner: str | None = None,
         producer: str = "indexer",
+        outputs: Outputs = NO_OUTPUTS,
     ) -> None:
         if batch_blocks < 1 or lease_seconds <= 0:
             raise ConfigError("batch_blocks must be >= 1 and lease_seconds > 0")
@@ -274,6 +281,7 @@ class BackfillWorker:
         self.poll_interval = lease_seconds / 3 if poll_interval is None else poll_interval
         self.owner = owner or new_owner()
         self.producer = producer
+        self.outputs = outputs
         self.completed: list[tuple[int, int]] = []
         """The ranges this worker finished."""
 
@@ -288,11 +296,21 @@ class BackfillWorker:
                 )
             )
             reached = {str(n): int(b) for n, b in rows.all()}
-        return [
+        pending = [
             (start, end)
             for start, end in self.ranges
             if reached.get(range_checkpoint(self.name, start), start - 1) < end
         ]
+        analytics = self.outputs.analytics
+        if analytics is None or not self.ranges:
+            return pending
+        # A worker that died between a range's last commit and its ClickHouse write
+        # left the range done in the operational store only: ClickHouse decides too.
+        first, last = self.ranges[0][0], self.ranges[-1][1]
+        size = self.ranges[0][1] - first + 1
+        tops = await olap_rows.range_tips(analytics, self.chain_id, first, last, size)
+        behind = [(a, b) for a, b in self.ranges if tops.get(a, a - 1) < b]
+        return sorted(set(pending) | set(behind))
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Work until every range is done (or ``stop``); the number of ranges this worker
@@ -331,7 +349,9 @@ class BackfillWorker:
             name=range_checkpoint(self.name, start),
             batch_blocks=min(self.batch_blocks, end - start + 1),
             producer=self.producer,
+            outputs=self.outputs,
         )
+        indexer.span = (start, end)
         work = asyncio.ensure_future(indexer.backfill(start, end))
         keeping = asyncio.ensure_future(keeper.keep(work, None))
         label = str(self.chain_id)
@@ -376,6 +396,7 @@ class ElectedFollower:
         poll_interval: float = 1.0,
         owner: str | None = None,
         producer: str = "indexer",
+        outputs: Outputs = NO_OUTPUTS,
     ) -> None:
         self.store = store
         self.source = source
@@ -383,6 +404,7 @@ class ElectedFollower:
         self.chain_id = chain_id
         self.name = name
         self.start = start
+        self.outputs = outputs
         self.batch_blocks = batch_blocks
         self.confirmations = confirmations
         self.lease_seconds = lease_seconds
@@ -415,6 +437,7 @@ class ElectedFollower:
             confirmations=self.confirmations,
             poll_interval=self.poll_interval,
             producer=self.producer,
+            outputs=self.outputs,
         )
 
         async def watch() -> None:
@@ -460,10 +483,26 @@ class IndexerService:
     starts at ``B + 1``. Without it, the follower starts at the head.
     """
 
-    def __init__(self, store: SqlStore, kv: KeyValue, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        kv: KeyValue,
+        settings: Settings,
+        analytics: AnalyticsStore | None = None,
+    ) -> None:
         self.store = store
         self.kv = kv
         self.settings = settings
+        s = settings
+        self.outputs = Outputs(
+            analytics=analytics if s.indexer_analytics else None,
+            events=ALL_EVENTS if s.indexer_events is None else frozenset(s.indexer_events),
+            abi=(
+                AbiRegistry.from_options(s.indexer_abi_files, s.indexer_abi_addresses)
+                if s.indexer_abi_files or s.indexer_abi_addresses
+                else None
+            ),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         from ludex.indexer.source import RpcSource, watch_new_heads
@@ -489,6 +528,7 @@ class IndexerService:
                     batch_blocks=s.indexer_batch_blocks,
                     lease_seconds=s.indexer_lease_seconds,
                     producer=s.service_name,
+                    outputs=self.outputs,
                 )
             follower = ElectedFollower(
                 self.store,
@@ -502,6 +542,7 @@ class IndexerService:
                 lease_seconds=s.indexer_lease_seconds,
                 poll_interval=s.indexer_poll_interval,
                 producer=s.service_name,
+                outputs=self.outputs,
             )
             log.info(
                 "indexer.started",
@@ -535,11 +576,15 @@ class IndexerService:
 
 
 def indexer_service(
-    store: OperationalStore, kv: KeyValue, settings: Settings
+    store: OperationalStore,
+    kv: KeyValue,
+    settings: Settings,
+    analytics: AnalyticsStore | None = None,
 ) -> IndexerService | IdleIndexer:
-    """The ``indexer`` service for ``settings`` (idle without an RPC URL)."""
+    """The ``indexer`` service for ``settings`` (idle without an RPC URL); ``analytics``
+    is written when ``LUDEX_INDEXER_ANALYTICS`` is on."""
     if not settings.indexer_rpc_urls:
         return IdleIndexer("LUDEX_INDEXER_RPC_URLS is not set: no chain to index")
     if not isinstance(store, SqlStore):
         return IdleIndexer(f"the indexer needs an SQL store, not {type(store).__name__}")
-    return IndexerService(store, kv, settings)
+    return IndexerService(store, kv, settings, analytics)

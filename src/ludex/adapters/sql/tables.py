@@ -612,7 +612,7 @@ a reorg when ``first_block`` is orphaned (read again when seen again)."""
 # (idx_balance_changes owned by ludex.indexer.balances and ludex.indexer.store;
 #  idx_pending_transactions owned by ludex.indexer.mempool)
 
-NATIVE_TOKEN: Final = "native"
+NATIVE_TOKEN: Final = "native"  # noqa: S105 (a token name, not a password)
 """``idx_balance_changes.token`` for the chain's own currency (ether), not a contract."""
 
 idx_balance_changes = Table(
