@@ -228,3 +228,5 @@ async def test_indexer_bench_counts_the_generated_workload() -> None:
         assert live["head_lag_blocks_50ms_after_last"] >= 0
     assert result["peer"] == {"skipped": "peer disabled on the command line"}
     assert result["ratio_backfill_ours_over_peer"] == {}
+    assert result["ratio_node_floor_over_peer"] is None
+    _positive_numbers({"floor": result["node_floor"]["blocks_per_s"]})

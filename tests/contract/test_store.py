@@ -234,6 +234,39 @@ async def test_sqlite_creates_its_folder_and_uses_wal(tmp_path: Path) -> None:
             assert ((await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() or 0) > 0
 
 
+async def test_sqlite_read_only_transactions_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    async with started_store(f"sqlite:///{tmp_path}/ro.db") as store:
+        await store.migrate()
+        writing, release = asyncio.Event(), asyncio.Event()
+
+        async def writer() -> None:
+            async with store.transaction() as session:
+                await session.execute(
+                    insert(processed_events).values(
+                        consumer="c", event_id=EVENT_ID, processed_at=datetime.now(UTC)
+                    )
+                )
+                writing.set()
+                await release.wait()
+
+        task = asyncio.create_task(writer())
+        await writing.wait()
+        # The writer holds the write lock: a read-only transaction reads the last
+        # committed snapshot at once; a plain one waits for the lock.
+        async with asyncio.timeout(1):
+            async with store.transaction(read_only=True) as session:
+                seen = await session.scalar(select(func.count()).select_from(processed_events))
+        assert seen == 0
+        plain = asyncio.create_task(count(store, "processed_events"))
+        await asyncio.sleep(0.2)
+        assert not plain.done()
+        release.set()
+        await task
+        assert await plain == 1
+        async with store.transaction(read_only=True) as session:
+            assert await session.scalar(select(func.count()).select_from(processed_events)) == 1
+
+
 @pytest.mark.parametrize(
     ("url", "dialect"),
     [

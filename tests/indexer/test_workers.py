@@ -229,13 +229,21 @@ async def test_a_killed_worker_range_is_taken_over_once_after_its_lease_lapses(
     victim = worker(gated, "victim")
     task = asyncio.create_task(victim.run())
     await asyncio.wait_for(gated.held.wait(), 10)
+
+    async def stored() -> list[int]:
+        async with store.transaction() as session:
+            rows = await session.execute(select(idx_blocks.c.number))
+        return sorted(n for (n,) in rows.all())
+
+    async def first_batch_committed() -> bool:  # 3..5 are fetched ahead, and held
+        return await stored() == [0, 1, 2]
+
+    await wait_for(first_batch_committed)
     task.cancel()  # killed while it holds range 0, blocks 0..2 committed, 3..5 not
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await kv.acquire_lock(range_lock(CHAIN_ID, "default", 0), "probe", 1) is None
-    async with store.transaction() as session:
-        stored = sorted(n for (n,) in (await session.execute(select(idx_blocks.c.number))).all())
-    assert stored == [0, 1, 2]
+    assert await stored() == [0, 1, 2]
 
     others = [worker(source, "a"), worker(source, "b")]
     await asyncio.wait_for(asyncio.gather(*(w.run() for w in others)), 30)

@@ -183,7 +183,7 @@ async def _setup(chain: AnvilChain, senders: list[LocalAccount]) -> _Generator:
 
 async def _rows_visible(store: SqlStore, chain_id: int) -> tuple[int, int]:
     """(highest stored block or -1, chain.block events in the outbox)."""
-    async with store.transaction() as session:
+    async with store.transaction(read_only=True) as session:
         top = await session.scalar(
             select(func.max(idx_blocks.c.number)).where(idx_blocks.c.chain_id == chain_id)
         )
@@ -340,6 +340,24 @@ async def _live(
     }
 
 
+async def _node_floor(rpc: str, head: int) -> dict[str, Any]:
+    """How fast the node alone serves the backfill's reads (full blocks and receipts, the
+    same batching, nothing parsed or stored): no indexer on this node can go faster."""
+    async with RpcSource([rpc], max_batch=100) as source:
+        started = time.perf_counter()
+        await source.batch([("eth_getBlockByNumber", [hex(n), True]) for n in range(head + 1)])
+        blocks_s = time.perf_counter() - started
+        await source.batch([("eth_getBlockReceipts", [hex(n)]) for n in range(head + 1)])
+        elapsed = time.perf_counter() - started
+    return {
+        "what": "eth_getBlockByNumber(n, true) and eth_getBlockReceipts for every block, "
+        "batched as the backfill does, answers not parsed",
+        "seconds": round(elapsed, 3),
+        "full_blocks_seconds": round(blocks_s, 3),
+        "blocks_per_s": per_second(head + 1, elapsed),
+    }
+
+
 def _etl(install: bool) -> Path | str:
     """The ethereumetl executable, installed on demand; or why it is unavailable."""
     exe = ETL_DIR / "bin" / "ethereumetl"
@@ -473,6 +491,8 @@ async def run(
                 )
             except Exception as exc:  # reported in the JSON; the CLI exits 1
                 backends[name] = {"failed": f"{type(exc).__name__}: {exc}"}
+        progress("indexer: the node's own floor (reads only)")
+        floor = await _node_floor(chain.url, head)
         if peer:
             progress("indexer: ethereum-etl over the same range")
             theirs = await asyncio.to_thread(_peer, chain.url, head, True)
@@ -501,8 +521,14 @@ async def run(
             "generation_seconds": round(generated, 3),
         },
         backends=backends,
+        node_floor=floor,
         peer=theirs,
         ratio_backfill_ours_over_peer=ratio,
+        ratio_node_floor_over_peer=(
+            round(floor["blocks_per_s"] / theirs["blocks_per_s"], 1)
+            if theirs.get("blocks_per_s")
+            else None
+        ),
         goal={
             "backfill_min_ratio": GOAL_BACKFILL_RATIO,
             "backfill_met": {n: r >= GOAL_BACKFILL_RATIO for n, r in ratio.items()},

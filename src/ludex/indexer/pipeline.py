@@ -31,6 +31,7 @@ This module never talks to the network itself: the source does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -179,7 +180,7 @@ class Indexer:
         """Set it (a newHeads notification) to poll at once instead of waiting."""
 
     async def checkpoint(self) -> Checkpoint | None:
-        async with self.store.transaction() as session:
+        async with self.store.transaction(read_only=True) as session:
             return await self.rows.checkpoint(session, self.chain_id, self.name)
 
     # --- writing one range ------------------------------------------------------------
@@ -230,7 +231,7 @@ class Indexer:
         seen = first_seen(bundles)
         if self.tokens is None or not seen:
             return []
-        async with self.store.transaction() as session:
+        async with self.store.transaction(read_only=True) as session:
             known = await self.rows.known_tokens(session, self.chain_id, list(seen))
         new = [t for address, t in seen.items() if address not in known]
         return await self.tokens.read(self.chain_id, new, bundles[-1].block.number)
@@ -246,7 +247,7 @@ class Indexer:
             return min(first, top + 1)
         if self.span is not None:
             return min(first, low)
-        async with self.store.transaction() as session:
+        async with self.store.transaction(read_only=True) as session:
             lowest = await self.rows.lowest_block(session, self.chain_id)
         return first if lowest is None else min(first, lowest)
 
@@ -267,20 +268,35 @@ class Indexer:
         n = start
         if progress is not None and start > first:
             progress(start - first, RowCounts())
-        while n <= last:
-            end = min(n + self.batch_blocks - 1, last)
-            bundles = await self._fetch(n, end)
-            try:
-                written = await self._store(bundles, advance=True)
-            except _ParentMismatch:
-                reorg = await self._handle_reorg(n - 1)
-                n = reorg.ancestor + 1
-                continue
-            total += written
-            self.stats.rows += written
-            if progress is not None:
-                progress(end - n + 1, written)
-            n = end + 1
+        # The next range is fetched (network, parsing) while this one is stored.
+        ahead: tuple[int, asyncio.Future[list[BlockBundle]]] | None = None
+        try:
+            while n <= last:
+                end = min(n + self.batch_blocks - 1, last)
+                if ahead is not None and ahead[0] == n:
+                    bundles = await ahead[1]
+                else:
+                    bundles = await self._fetch(n, end)
+                ahead = None
+                if end < last:
+                    after = min(end + self.batch_blocks, last)
+                    ahead = (end + 1, asyncio.ensure_future(self._fetch(end + 1, after)))
+                try:
+                    written = await self._store(bundles, advance=True)
+                except _ParentMismatch:
+                    reorg = await self._handle_reorg(n - 1)
+                    n = reorg.ancestor + 1
+                    continue
+                total += written
+                self.stats.rows += written
+                if progress is not None:
+                    progress(end - n + 1, written)
+                n = end + 1
+        finally:
+            if ahead is not None:
+                ahead[1].cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead[1]
         self.stats.seconds += time.perf_counter() - started
         return total
 
@@ -375,7 +391,7 @@ class Indexer:
     async def _common_ancestor(self, number: int) -> int:
         """The highest stored block at or below ``number`` the node agrees with (or one
         below the lowest stored block when it agrees with none)."""
-        async with self.store.transaction() as session:
+        async with self.store.transaction(read_only=True) as session:
             lowest = await self.rows.lowest_block(session, self.chain_id)
         if lowest is None:
             return number
@@ -388,7 +404,7 @@ class Indexer:
                     f"chain {self.chain_id}: reorg deeper than {self.max_reorg_depth} blocks "
                     f"below block {number}; re-index from an older block (--from)"
                 )
-            async with self.store.transaction() as session:
+            async with self.store.transaction(read_only=True) as session:
                 stored = await self.rows.stored_hashes(session, self.chain_id, low, high)
             node = await self.source.block_hashes(low, high)
             for n in range(high, low - 1, -1):

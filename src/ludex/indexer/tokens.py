@@ -52,15 +52,15 @@ class TokenTransfers:
     skipped: int
 
 
-def _word(hex_topic: str) -> bytes:
-    return bytes.fromhex(hex_topic[2:])
+_CLEAN_PADDING: Final = "0x" + "0" * 24
 
 
 def _address(hex_topic: str) -> str:
-    try:
-        return str(decode(["address"], _word(hex_topic))[0]).lower()
-    except (DecodingError, ValueError):
-        raise _Malformed from None
+    """The address in a topic (parse.py checked it is 32 bytes of lower-case hex): its
+    first 12 bytes must be zero, as the ABI decoder requires."""
+    if not hex_topic.startswith(_CLEAN_PADDING):
+        raise _Malformed
+    return "0x" + hex_topic[26:]
 
 
 def _uint(hex_topic: str) -> int:

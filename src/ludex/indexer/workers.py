@@ -288,7 +288,7 @@ class BackfillWorker:
     async def pending(self) -> list[tuple[int, int]]:
         """The ranges whose checkpoint has not reached their last block."""
         prefix = range_checkpoint(self.name, 0)[:-1]
-        async with self.store.transaction() as session:
+        async with self.store.transaction(read_only=True) as session:
             rows = await session.execute(
                 select(idx_checkpoints.c.name, idx_checkpoints.c.block_number).where(
                     idx_checkpoints.c.chain_id == self.chain_id,

@@ -148,8 +148,14 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any, *, memory: bool) -> 
         cursor.close()
 
 
+READ_ONLY_OPTION: Final = "ludex_read_only"
+
+
 def _on_sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read-only transaction is DEFERRED: under WAL it reads a snapshot and never waits
+    # for (or blocks) the writer. Every other one takes the write lock at once.
+    read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class SqlStore:
@@ -245,8 +251,12 @@ class SqlStore:
             ) from None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: commit when the block ends, roll back on error.
+
+        ``read_only`` promises the block only reads: on SQLite the transaction then does
+        not take the write lock (a snapshot under WAL), so readers polling the store never
+        queue behind, or delay, the writer. Other databases ignore it.
 
         SQLAlchemy errors are translated: lost or refused connections to
         BackendUnavailable, everything else (constraint violations included) to
@@ -258,7 +268,9 @@ class SqlStore:
             try:
                 async with session.begin():
                     try:
-                        await session.connection()
+                        await session.connection(
+                            execution_options={READ_ONLY_OPTION: True} if read_only else None
+                        )
                     except (sa_exc.SQLAlchemyError, *_UNREACHABLE) as exc:
                         raise BackendUnavailable(
                             f"store {self._redacted}: cannot open a transaction: {_cause(exc)}"
