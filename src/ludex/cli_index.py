@@ -9,7 +9,7 @@ I/O edge: the work is in ``ludex.indexer.pipeline``; URLs are shown redacted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,6 +63,34 @@ def index(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
     ] = True,
+    traces: Annotated[
+        bool,
+        typer.Option(
+            "--traces/--no-traces",
+            help="Read call traces (debug_traceBlockByNumber) where the node has them: "
+            "internal contract creations and native balance changes. --no-traces is "
+            "faster (no native balance changes).",
+        ),
+    ] = True,
+    mempool_on: Annotated[
+        bool,
+        typer.Option(
+            "--mempool",
+            help="With --follow: also watch pending transactions (txpool_content or a "
+            "pending filter, and newPendingTransactions with --ws) and record their "
+            "inclusion, replacement or drop.",
+        ),
+    ] = False,
+    drop_after: Annotated[
+        float,
+        typer.Option(
+            "--drop-after",
+            min=0.0,
+            metavar="SECONDS",
+            help="A pending transaction gone from the node this long, its nonce unused, "
+            "is dropped.",
+        ),
+    ] = 600.0,
     abi_files: Annotated[
         list[Path] | None,
         typer.Option(
@@ -92,12 +120,16 @@ def index(
     from ludex.config import load_settings
     from ludex.errors import ConfigError, LudexError
     from ludex.indexer.abi_registry import AbiRegistry
+    from ludex.indexer.mempool import MempoolWatcher
     from ludex.indexer.pipeline import Indexer
     from ludex.indexer.source import RpcSource, watch_new_heads
     from ludex.indexer.store import RowCounts
 
     if follow and last is not None:
         typer.echo("ludex: --to and --follow exclude each other", err=True)
+        raise typer.Exit(2)
+    if mempool_on and not follow:
+        typer.echo("ludex: --mempool watches the live pool: use it with --follow", err=True)
         raise typer.Exit(2)
     try:
         settings = load_settings()
@@ -112,7 +144,7 @@ def index(
             typer.echo(f"ludex: {exc}", err=True)
             raise typer.Exit(2) from None
 
-    async def main() -> dict[str, float | int]:
+    async def main() -> dict[str, Any]:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -122,7 +154,7 @@ def index(
         )
 
         store = create_store(settings.store_url, pool_size=4)
-        source = RpcSource(rpc, rate_per_s=rate)
+        source = RpcSource(rpc, rate_per_s=rate, traces=traces)
         await store.start()
         await source.start()
         started = time.perf_counter()
@@ -137,7 +169,9 @@ def index(
                 batch_blocks=batch_blocks,
                 confirmations=confirmations,
                 abi=registry,
+                mempool=mempool_on,
             )
+            pool: MempoolWatcher | None = None
             top = last if last is not None else await indexer.target()
             begin = first
             if begin is None:
@@ -170,24 +204,47 @@ def index(
                     watcher = asyncio.create_task(
                         watch_new_heads(ws, lambda _n: indexer.wake.set(), stop)
                     )
+                pooling = None
+                if mempool_on:
+                    pool = MempoolWatcher(
+                        store,
+                        source,
+                        chain_id,
+                        ws_url=ws,
+                        drop_after=drop_after,
+                        producer="indexer",
+                    )
+                    pooling = asyncio.create_task(pool.run(stop))
                 await indexer.follow(stop, start=top + 1)
                 if watcher is not None:
                     await watcher
+                if pooling is not None:
+                    await pooling
             rows = indexer.stats.rows
             seconds = time.perf_counter() - started
-            return {
+            summary: dict[str, Any] = {
                 "chain_id": chain_id,
                 "blocks": rows.blocks,
                 "transactions": rows.transactions,
                 "logs": rows.logs,
                 "transfers": rows.transfers,
                 "contracts": rows.contracts,
+                "balance_changes": rows.balance_changes,
                 "reorgs": len(indexer.stats.reorgs),
                 "decoded_events": indexer.stats.decoded,
                 "abi_cache_hit_rate": round(registry.hit_rate, 4) if registry else 0.0,
                 "seconds": round(seconds, 3),
                 "blocks_per_s": round(rows.blocks / seconds, 1) if seconds > 0 else 0.0,
             }
+            if pool is not None:
+                fates = pool.stats.changes
+                summary["mempool"] = {
+                    "seen": fates.seen,
+                    "included": fates.included,
+                    "replaced": fates.replaced,
+                    "dropped": fates.dropped,
+                }
+            return summary
         finally:
             await source.close()
             await store.close()

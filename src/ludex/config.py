@@ -155,6 +155,9 @@ class Settings(BaseSettings):
         default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
     )
     indexer_analytics: bool = False
+    indexer_traces: bool = True
+    indexer_mempool: bool = False
+    indexer_mempool_drop_after: float = Field(default=600.0, ge=0, le=86_400)
     indexer_events: Annotated[list[str] | None, NoDecode] = None
     indexer_abi_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
     indexer_abi_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -515,3 +515,64 @@ class BlockReverted(Payload, frozen=True, kw_only=True):
     number: int
     hash: str
     depth: int
+
+
+# --- chain: the mempool (ludex.indexer.mempool) ------------------------------------
+# One event per change of a pending transaction's status, keyed by the sender so that
+# the lifecycle of each sender's transactions stays in order on the bus.
+
+
+@register
+class ChainTxPending(Payload, frozen=True, kw_only=True):
+    """A transaction was seen pending in the mempool (or came back to it)."""
+
+    event_type: ClassVar[str] = "chain.tx_pending"
+    chain_id: int
+    hash: str
+    from_address: str
+    to_address: str | None
+    nonce: int
+    value: int
+    gas: int
+    gas_price: int | None = None  # legacy and EIP-2930 transactions only
+    max_fee_per_gas: int | None = None
+    max_priority_fee_per_gas: int | None = None
+    tx_type: int
+
+
+@register
+class ChainTxIncluded(Payload, frozen=True, kw_only=True):
+    """A transaction seen pending was included in a block."""
+
+    event_type: ClassVar[str] = "chain.tx_included"
+    chain_id: int
+    hash: str
+    from_address: str
+    nonce: int
+    block_number: int
+
+
+@register
+class ChainTxReplaced(Payload, frozen=True, kw_only=True):
+    """A pending transaction left the mempool and its sender's nonce was used by another."""
+
+    event_type: ClassVar[str] = "chain.tx_replaced"
+    chain_id: int
+    hash: str
+    from_address: str
+    nonce: int
+    replaced_by: str | None = None  # the included transaction, when the indexer has it
+
+
+@register
+class ChainTxDropped(Payload, frozen=True, kw_only=True):
+    """A pending transaction left the mempool without being included or replaced."""
+
+    event_type: ClassVar[str] = "chain.tx_dropped"
+    chain_id: int
+    hash: str
+    from_address: str
+    nonce: int
+
+
+# --- end of the mempool events ------------------------------------------------------

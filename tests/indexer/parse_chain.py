@@ -17,6 +17,7 @@ import httpx
 from eth_account import Account
 
 from ludex.adapters.chain.jsonrpc import JsonRpcChain
+from ludex.chain.abi import ContractAbi
 from ludex.chain.artifacts import load_artifact
 from ludex.chain.contracts import Contract, Transactor, deploy
 from tests.chain.vault_env import ETHER, funded
@@ -178,4 +179,163 @@ async def _generate(chain: JsonRpcChain, url: str) -> Generated:
             rpc(url, "eth_getBlockByNumber", [hex(number), True]),
             rpc(url, "eth_getBlockReceipts", [hex(number)]),
         )
+    return out
+
+
+# --- a chain for the trace and balance tests (added for ludex.indexer.traces / balances) --
+
+
+@dataclass
+class TracedChain:
+    """What :func:`generate_traced` did: blocks ``start + 1 .. head`` hold it all."""
+
+    url: str
+    start: int  # the last block before the tested ones (balances set by anvil before it)
+    head: int
+    accounts: dict[str, str] = field(default_factory=dict)  # name -> lower-case address
+    tokens: dict[str, str] = field(default_factory=dict)  # TestToken / TestNFT / TestMulti
+    nft_ids: list[int] = field(default_factory=list)
+    multi_ids: list[int] = field(default_factory=list)
+    internal_creations: dict[str, str] = field(default_factory=dict)  # address -> creator
+    tx: dict[str, str] = field(default_factory=dict)  # label -> tx hash
+    blocks: dict[str, int] = field(default_factory=dict)  # label -> block number
+
+
+async def generate_traced(url: str) -> TracedChain:
+    """On an anvil of the caller's own: TraceProbe internal value transfers, an internal
+    CREATE and CREATE2, a reverted internal call with value (and a creation inside it),
+    self-destructs (of a contract created in the same transaction, and of an older one),
+    a failed transaction with value, a creation with value, and ERC-20 / 721 / 1155
+    transfers, mints and burns; one block holds several of them."""
+    chain = JsonRpcChain(url)
+    await chain.start()
+    try:
+        return await _generate_traced(chain, url)
+    finally:
+        await chain.close()
+
+
+async def _generate_traced(chain: JsonRpcChain, url: str) -> TracedChain:
+    alice, bob, owner = await funded(chain), await funded(chain), await funded(chain)
+    carol = Account.create().address
+    await chain.call("evm_mine", [])  # anvil_setBalance lands before the tested blocks
+    out = TracedChain(url, await chain.block_number(), 0)
+    out.accounts = {
+        "alice": alice.address.lower(),
+        "bob": bob.address.lower(),
+        "owner": owner.address.lower(),
+        "carol": carol.lower(),
+    }
+
+    def note(label: str, receipt: Any) -> Any:
+        out.tx[label] = receipt.tx_hash.lower()
+        out.blocks[label] = receipt.block_number
+        return receipt
+
+    probe, receipt = await deploy(owner, load_artifact("TraceProbe"))
+    note("probe_deploy", receipt)
+    p = probe.address.lower()
+    out.accounts["probe"] = p
+    note("fund_probe", await alice.send(probe.address, b"", value=ETHER))
+    note("split", await probe.transact(alice, "split", [carol, bob.address], [3, 4], value=10))
+    spawned = note("spawn", await probe.transact(alice, "spawn", 5, b"\x07" * 32, value=10))
+    children = [str(e.args["child"]).lower() for e in probe.events(spawned)]
+    assert len(children) == 2
+    for child in children:
+        out.internal_creations[child] = p
+    out.accounts["child_create"], out.accounts["child_create2"] = children
+
+    note("try_and_pay", await probe.transact(alice, "tryAndPay", carol, 8, 2, value=10))
+    [killed] = await probe.call("spawnAndKill", bob.address, sender=alice.address)
+    out.internal_creations[str(killed).lower()] = p
+    out.accounts["killed"] = str(killed).lower()
+    note("spawn_and_kill", await probe.transact(alice, "spawnAndKill", bob.address, value=7))
+    older = Contract(chain, children[0], ContractAbi(load_artifact("TraceChild").abi))
+    note("boom", await older.transact(owner, "boom", carol))  # an older contract: 5 wei out
+    fee = {"maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9}
+    failed = await _raw_send(
+        chain,
+        alice,
+        {"to": probe.address, "data": _call(probe, "fail"), "value": 3, "gas": 100_000, **fee},
+    )
+    note("failed", await alice.wait(failed))
+    receipt = await owner.send(None, load_artifact("TraceChild").bytecode, value=11)
+    note("endowed_deploy", receipt)
+    assert receipt.contract_address is not None
+    out.accounts["endowed"] = receipt.contract_address.lower()
+
+    token, _ = await deploy(owner, load_artifact("TestToken"), "Test", "TST")
+    nft, _ = await deploy(owner, load_artifact("TestNFT"), "Nft", "NFT")
+    multi, _ = await deploy(owner, load_artifact("TestMulti"))
+    out.tokens = {
+        "TestToken": token.address.lower(),
+        "TestNFT": nft.address.lower(),
+        "TestMulti": multi.address.lower(),
+    }
+    out.nft_ids, out.multi_ids = [7, 8], [1, 2, 3]
+    await token.transact(alice, "mint", alice.address, 1000)
+    await token.transact(alice, "transfer", bob.address, 300)
+    await token.transact(alice, "transfer", alice.address, 5)  # to itself: no change
+    await nft.transact(alice, "mint", alice.address, 7)
+    await nft.transact(alice, "transferFrom", alice.address, bob.address, 7)
+    await token.transact(bob, "transfer", ZERO, 10)  # a burn: only bob's row
+    await nft.transact(bob, "burn", 7)
+    await multi.transact(alice, "mint", alice.address, 1, 50)
+    await multi.transact(alice, "safeTransferFrom", alice.address, bob.address, 1, 20, b"")
+    await multi.transact(alice, "mintBatch", alice.address, [2, 3], [5, 6])
+    await multi.transact(
+        alice, "safeBatchTransferFrom", alice.address, bob.address, [2, 3], [1, 2], b""
+    )
+
+    # One block: internal transfers, token moves, a failed call and a plain transfer.
+    await chain.call("evm_setAutomine", [False])
+    try:
+        fee = {**fee, "gas": 400_000}
+        hashes = [
+            await _raw_send(
+                chain,
+                alice,
+                {
+                    "to": probe.address,
+                    "data": _call(probe, "split", [carol, owner.address], [1, 2]),
+                    "value": 5,
+                    **fee,
+                },
+            ),
+            await _raw_send(
+                chain, bob, {"to": token.address, "data": _call(token, "transfer", p, 30), **fee}
+            ),
+            await _raw_send(
+                chain, bob, {"to": nft.address, "data": _call(nft, "mint", carol, 8), **fee}
+            ),
+            await _raw_send(
+                chain,
+                owner,
+                {"to": multi.address, "data": _call(multi, "mintBatch", carol, [1], [4]), **fee},
+            ),
+            await _raw_send(
+                chain, owner, {"to": probe.address, "data": _call(probe, "fail"), "value": 1, **fee}
+            ),
+            await _raw_send(chain, owner, {"to": carol, "value": 9, **fee}),
+            await _raw_send(
+                chain,
+                alice,
+                {
+                    "to": probe.address,
+                    "data": _call(probe, "spawn", 1, b"\x08" * 32),
+                    "value": 2,
+                    **fee,
+                },
+            ),
+        ]
+        await chain.call("evm_mine", [])
+    finally:
+        await chain.call("evm_setAutomine", [True])
+    receipts = [await alice.wait(h) for h in hashes]
+    assert len({r.block_number for r in receipts}) == 1, "the batch did not land in one block"
+    note("batch_failed", receipts[4])
+    spawned_again = receipts[6]
+    for e in probe.events(spawned_again):
+        out.internal_creations[str(e.args["child"]).lower()] = p
+    out.head = await chain.block_number()
     return out

@@ -18,7 +18,12 @@ from ludex.adapters.chain.jsonrpc import JsonRpcChain
 from ludex.adapters.olap import create_analytics
 from ludex.adapters.sql import SqlStore
 from ludex.adapters.sql.outbox import fetch_unpublished
-from ludex.adapters.sql.tables import idx_logs, idx_token_transfers, idx_transactions
+from ludex.adapters.sql.tables import (
+    idx_balance_changes,
+    idx_logs,
+    idx_token_transfers,
+    idx_transactions,
+)
 from ludex.errors import ConfigError
 from ludex.events import decode
 from ludex.indexer import analytics
@@ -86,7 +91,9 @@ async def assert_olap_equals_store(olap: AnalyticsStore, store: SqlStore) -> Non
     """ClickHouse under FINAL holds exactly the operational store's rows."""
     ops = await IndexStore(store).counts(CHAIN_ID)
     got = await analytics.counts(olap, CHAIN_ID)
-    assert got == analytics.AnalyticsCounts(ops.blocks, ops.transactions, ops.logs, ops.transfers)
+    assert got == analytics.AnalyticsCounts(
+        ops.blocks, ops.transactions, ops.logs, ops.transfers, ops.balance_changes
+    )
     async with store.transaction() as session:
         txs = set(
             (
@@ -264,3 +271,57 @@ async def test_events_option_limits_the_volume(
     assert Counter(kind for kind, _, _ in await outbox(store)) == {"chain.token_transfer": 2}
     with pytest.raises(ConfigError, match=r"chain\.nope"):
         Indexer(store, source, chain_id=CHAIN_ID, events={"chain.block", "chain.nope"})
+
+
+BALANCES_SQL = (
+    "SELECT block_number, block_hash, address, token, token_id, toString(delta) AS delta "
+    "FROM chain_balance_changes FINAL WHERE chain_id = {chain_id:UInt64}"
+)
+
+
+async def stored_balance_changes(store: SqlStore) -> set[tuple[Any, ...]]:
+    t = idx_balance_changes
+    async with store.transaction() as session:
+        rows = await session.execute(
+            select(
+                t.c.block_number, t.c.block_hash, t.c.address, t.c.token, t.c.token_id, t.c.delta
+            )
+        )
+        return {tuple(r) for r in rows.all()}
+
+
+async def test_balance_changes_land_in_clickhouse_and_a_reorg_tombstones_them(
+    store: SqlStore, source: RpcSource, chain: JsonRpcChain, olap: AnalyticsStore
+) -> None:
+    await generate(chain)
+    indexer = Indexer(store, source, chain_id=CHAIN_ID, batch_blocks=16, analytics=olap)
+    await indexer.step(start=0)
+    before = await stored_balance_changes(store)
+    assert any(token == "native" for _, _, _, token, _, _ in before)
+    assert any(token != "native" and token_id == "" for _, _, _, token, token_id, _ in before)
+    assert any(delta.startswith("-") for *_, delta in before)  # Int256: negative deltas
+    assert await visible(olap, BALANCES_SQL) == before
+    await olap_rows_rewrite(indexer, source)
+    assert await visible(olap, BALANCES_SQL) == before  # a re-write is idempotent
+
+    snapshot = await rpc(chain, "evm_snapshot")
+    await send_native(chain, Account.create().address)
+    await indexer.step()
+    orphaned = await visible(olap, BALANCES_SQL) - before
+    assert orphaned  # the sender's fee, the recipient's value, the miner's tip
+    assert await rpc(chain, "evm_revert", snapshot) is True
+    await rpc(chain, "anvil_mine", "0x2")
+    await indexer.step()
+    now = await visible(olap, BALANCES_SQL)
+    assert now == await stored_balance_changes(store)
+    assert not now & orphaned
+    counts = await analytics.counts(olap, CHAIN_ID)
+    assert counts.balance_changes == len(now)
+
+
+async def olap_rows_rewrite(indexer: Indexer, source: RpcSource) -> None:
+    """Write every stored block to ClickHouse once more (an at-least-once retry)."""
+    assert indexer.analytics is not None
+    await analytics.write_bundles(
+        indexer.analytics, await source.fetch_bundles(0, await source.head())
+    )

@@ -239,10 +239,11 @@ async def test_a_killed_worker_range_is_taken_over_once_after_its_lease_lapses(
         return await stored() == [0, 1, 2]
 
     await wait_for(first_batch_committed)
-    task.cancel()  # killed while it holds range 0, blocks 0..2 committed, 3..5 not
+    # The victim holds range 0 (its keeper renews the lease while it lives) ...
+    assert await kv.acquire_lock(range_lock(CHAIN_ID, "default", 0), "probe", 1) is None
+    task.cancel()  # ... and is killed there: blocks 0..2 committed, 3..5 not
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await kv.acquire_lock(range_lock(CHAIN_ID, "default", 0), "probe", 1) is None
     assert await stored() == [0, 1, 2]
 
     others = [worker(source, "a"), worker(source, "b")]
@@ -473,7 +474,11 @@ async def test_range_workers_write_clickhouse_and_a_worker_killed_between_the_st
         await assert_complete_once(store, chain, head)
         ops_counts = await IndexStore(store).counts(CHAIN_ID)
         assert await olap_rows.counts(olap, CHAIN_ID) == olap_rows.AnalyticsCounts(
-            ops_counts.blocks, ops_counts.transactions, ops_counts.logs, ops_counts.transfers
+            ops_counts.blocks,
+            ops_counts.transactions,
+            ops_counts.logs,
+            ops_counts.transfers,
+            ops_counts.balance_changes,
         )
         numbers = [
             int(r["number"])
@@ -505,9 +510,11 @@ async def test_the_service_passes_clickhouse_events_and_abis_to_its_workers(
         indexer_events="chain.block,chain.event_decoded",
         indexer_abi_addresses="",
         indexer_abi_files="",
+        indexer_mempool="true",
     )
     assert settings.indexer_events == ["chain.block", "chain.event_decoded"]
-    service = indexer_service(store, MemoryKeyValue(), settings, olap)
+    kv = MemoryKeyValue()
+    service = indexer_service(store, kv, settings, olap)
     assert isinstance(service, IndexerService)
     assert service.outputs.analytics is olap
     assert service.outputs.abi is None
@@ -519,10 +526,14 @@ async def test_the_service_passes_clickhouse_events_and_abis_to_its_workers(
             return (await olap_rows.counts(olap, CHAIN_ID)).blocks == head + 1
 
         await wait_for(indexed, 20)
+        # One process watches the mempool, under its lease.
+        mempool_lock = f"indexer:{CHAIN_ID}:default:mempool"
+        assert await kv.acquire_lock(mempool_lock, "probe", 1) is None
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
         await olap.close()
+    assert await kv.acquire_lock(mempool_lock, "probe", 1) is not None  # released
     async with store.transaction() as session:
         kinds = {r.event_type for r in await fetch_unpublished(session, 100_000)}
     assert kinds == {"chain.block"}  # no transaction, log or transfer events; no ABI

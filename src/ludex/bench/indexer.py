@@ -206,6 +206,7 @@ async def _backend(
     live_rate: float,
     live_txs: int,
     analytics: bool = False,
+    traces: bool = True,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ludex-bench-indexer-") as folder:
         async with fresh_database(kind, base_url, Path(folder)) as url:
@@ -216,7 +217,7 @@ async def _backend(
 
                 olap = create_analytics(f"chdb://{folder}/olap")
                 await olap.start()
-            source = RpcSource([rpc], max_batch=100)
+            source = RpcSource([rpc], max_batch=100, traces=traces)
             await store.start()
             await source.start()
             try:
@@ -247,7 +248,7 @@ async def _backend(
                     "transactions_per_s": per_second(counts.transactions, elapsed),
                     "logs_per_s": per_second(counts.logs, elapsed),
                 }
-                if olap is None and live_seconds > 0:
+                if olap is None and traces and live_seconds > 0:
                     result["live"] = await _live(
                         indexer,
                         store,
@@ -467,11 +468,15 @@ async def run(
         workload = dataclasses.replace(gen.workload, by_kind=dict(gen.workload.by_kind))
         chain_id = gen.chain_id
         pg_url, pg_skip = resolve("postgres", postgres)
-        plan: list[tuple[str, str, str | None, bool]] = [("sqlite", "sqlite", None, False)]
-        plan.append(("postgres", "postgres", pg_url, False))
+        # (name, store kind, server URL, ClickHouse too, call traces)
+        plan: list[tuple[str, str, str | None, bool, bool]] = [
+            ("sqlite", "sqlite", None, False, True),
+            ("postgres", "postgres", pg_url, False, True),
+            ("sqlite-no-traces", "sqlite", None, False, False),
+        ]
         if analytics:
-            plan.append(("sqlite+chdb", "sqlite", None, True))
-        for name, kind, base, olap in plan:
+            plan.append(("sqlite+chdb", "sqlite", None, True, True))
+        for name, kind, base, olap, traces in plan:
             if kind == "postgres" and pg_url is None:
                 backends[name] = {"skipped": pg_skip}
                 continue
@@ -488,6 +493,7 @@ async def run(
                     live_rate=live_rate,
                     live_txs=live_txs,
                     analytics=olap,
+                    traces=traces,
                 )
             except Exception as exc:  # reported in the JSON; the CLI exits 1
                 backends[name] = {"failed": f"{type(exc).__name__}: {exc}"}
@@ -544,9 +550,12 @@ async def run(
             },
         },
         note=(
-            "Backfill: Indexer pipeline, 100-block ranges, one transaction per range with "
-            "its chain.* outbox events and the checkpoint; counts checked against the "
-            "generated workload. Live: follower polling every 10 ms and woken by newHeads; "
+            "Backfill: Indexer pipeline, 100-block ranges (the next fetched while one is "
+            "stored), one transaction per range with its chain.* outbox events and the "
+            "checkpoint; counts checked against the generated workload; call traces read "
+            "(internal creations, native balance changes) except in sqlite-no-traces, "
+            "which reads what ethereum-etl reads. node_floor: the node serving the blocks "
+            "and receipts alone. Live: follower polling every 10 ms and woken by newHeads; "
             "latency from just before evm_mine to the block's rows and chain.block event "
             "being visible to a store poll (1 ms). Peer: ethereum-etl CSV export of the "
             "same range (blocks, transactions, receipts, logs), its default 5 workers."

@@ -38,6 +38,7 @@ BLOCKS: Final = "chain_blocks"
 TRANSACTIONS: Final = "chain_transactions"
 LOGS: Final = "chain_logs"
 TRANSFERS: Final = "chain_token_transfers"
+BALANCES: Final = "chain_balance_changes"
 
 META_COLUMNS: Final = ("version", "is_deleted")
 COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -106,6 +107,16 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "amount",
         "operator",
     ),
+    BALANCES: (
+        "chain_id",
+        "block_number",
+        "block_hash",
+        "block_timestamp",
+        "address",
+        "token",
+        "token_id",
+        "delta",
+    ),
 }
 """The data columns of each table, without ``version`` and ``is_deleted``."""
 
@@ -147,6 +158,7 @@ class AnalyticsCounts:
     transactions: int = 0
     logs: int = 0
     transfers: int = 0
+    balance_changes: int = 0
 
 
 def _rows(bundle: BlockBundle) -> dict[str, list[dict[str, Any]]]:
@@ -219,6 +231,19 @@ def _rows(bundle: BlockBundle) -> dict[str, list[dict[str, Any]]]:
         }
         for t in bundle.transfers
     ]
+    balances = [
+        {
+            "chain_id": c.chain_id,
+            "block_number": c.block_number,
+            "block_hash": c.block_hash,
+            "block_timestamp": at,
+            "address": c.address,
+            "token": c.token,
+            "token_id": "" if c.token_id is None else str(c.token_id),
+            "delta": c.delta,
+        }
+        for c in bundle.balance_changes
+    ]
     block = {
         "chain_id": b.chain_id,
         "number": b.number,
@@ -231,7 +256,13 @@ def _rows(bundle: BlockBundle) -> dict[str, list[dict[str, Any]]]:
         "base_fee_per_gas": b.base_fee_per_gas,
         "transaction_count": b.transaction_count,
     }
-    return {BLOCKS: [block], TRANSACTIONS: txs, LOGS: logs, TRANSFERS: transfers}
+    return {
+        BLOCKS: [block],
+        TRANSACTIONS: txs,
+        LOGS: logs,
+        TRANSFERS: transfers,
+        BALANCES: balances,
+    }
 
 
 async def write_bundles(
@@ -247,13 +278,14 @@ async def write_bundles(
         for name, rows in _rows(bundle).items():
             tables[name].extend({**r, "version": v, "is_deleted": 0} for r in rows)
     # Rows before their block: a reader never sees a block without its rows.
-    for name in (TRANSACTIONS, LOGS, TRANSFERS, BLOCKS):
+    for name in (TRANSACTIONS, LOGS, TRANSFERS, BALANCES, BLOCKS):
         await olap.insert(name, tables[name], (*COLUMNS[name], *META_COLUMNS))
     return AnalyticsCounts(
         blocks=len(tables[BLOCKS]),
         transactions=len(tables[TRANSACTIONS]),
         logs=len(tables[LOGS]),
         transfers=len(tables[TRANSFERS]),
+        balance_changes=len(tables[BALANCES]),
     )
 
 
@@ -265,7 +297,7 @@ async def revert_above(
     v = next_version() if version is None else version
     before = await counts(olap, chain_id, above=number)
     # The block first: a reader never sees rows of a block that is already gone.
-    for name in (BLOCKS, TRANSACTIONS, LOGS, TRANSFERS):
+    for name in (BLOCKS, TRANSACTIONS, LOGS, TRANSFERS, BALANCES):
         await olap.execute(
             _TOMBSTONE_SQL[name], {"version": v, "chain_id": chain_id, "number": number}
         )
@@ -283,6 +315,7 @@ async def counts(olap: AnalyticsStore, chain_id: int, *, above: int = -1) -> Ana
         transactions=found[TRANSACTIONS],
         logs=found[LOGS],
         transfers=found[TRANSFERS],
+        balance_changes=found[BALANCES],
     )
 
 

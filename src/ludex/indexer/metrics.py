@@ -41,7 +41,7 @@ LATENCY = Histogram(
 BLOCKS = Counter("ludex_indexer_blocks_total", "Blocks committed", ["chain_id"])
 ROWS = Counter(
     "ludex_indexer_rows_total",
-    "Rows committed, by kind (blocks, transactions, logs, transfers, contracts)",
+    "Rows committed, by kind (blocks, transactions, logs, transfers, contracts, balance_changes)",
     ["chain_id", "kind"],
 )
 RPC_ERRORS = Counter(
@@ -85,7 +85,7 @@ def observe_committed(
     label = str(chain_id)
     now = time.time() if now is None else now
     BLOCKS.labels(label).inc(rows.blocks)
-    for kind in ("blocks", "transactions", "logs", "transfers", "contracts"):
+    for kind in ("blocks", "transactions", "logs", "transfers", "contracts", "balance_changes"):
         value = getattr(rows, kind)
         if value:
             ROWS.labels(label, kind).inc(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class Receipt:
     gas_used: int
     effective_gas_price: int
     contract_address: str | None
+    blob_gas_used: int | None = None  # blob transactions (EIP-4844) only
+    blob_gas_price: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,54 @@ class ContractCreation:
 
 
 @dataclass(frozen=True, slots=True)
+class InternalTransfer:
+    """Native value moved by a call frame below a transaction's top level that did not
+    revert: a CALL with value, a CREATE / CREATE2 endowment or a SELFDESTRUCT."""
+
+    chain_id: int
+    block_number: int
+    block_hash: str
+    transaction_hash: str
+    sender: str
+    recipient: str
+    value: int
+    kind: str  # the frame's type: "CALL", "CREATE", "CREATE2" or "SELFDESTRUCT"
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A consensus-layer withdrawal (EIP-4895) credited in the block; ``amount`` in wei."""
+
+    chain_id: int
+    block_number: int
+    index: int
+    validator_index: int
+    address: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceChange:
+    """The net change of one address's balance of one asset in one block (never zero).
+
+    ``token`` is :data:`NATIVE` for the chain's currency, else the token contract;
+    ``token_id`` is the ERC-721 / ERC-1155 id (None for native and ERC-20)."""
+
+    chain_id: int
+    block_number: int
+    block_hash: str
+    address: str
+    token: str
+    token_id: int | None
+    delta: int
+
+
+NATIVE: Final = "native"
+"""``BalanceChange.token`` for the chain's own currency (ether); the same text as the
+store's ``NATIVE_TOKEN``."""
+
+
+@dataclass(frozen=True, slots=True)
 class BlockBundle:
     """Everything the indexer extracts from one block."""
 
@@ -119,3 +170,9 @@ class BlockBundle:
     transfers: tuple[TokenTransfer, ...]
     contracts: tuple[ContractCreation, ...]
     skipped_token_logs: int = 0  # logs with a token event's signature that did not decode
+    traced: bool = False
+    """Whether the block's call traces were read: internal creations are in ``contracts``
+    and native balance changes in ``balance_changes`` only then."""
+    internal_transfers: tuple[InternalTransfer, ...] = ()
+    withdrawals: tuple[Withdrawal, ...] = ()
+    balance_changes: tuple[BalanceChange, ...] = ()

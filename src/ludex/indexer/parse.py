@@ -1,9 +1,12 @@
 """JSON-RPC answers to indexer records, validated at the edge.
 
-``bundle(chain_id, raw_block, raw_receipts)`` is the one entry point the pipeline uses:
-``raw_block`` is an ``eth_getBlockByNumber(n, true)`` answer (full transactions) and
-``raw_receipts`` the block's receipts (``eth_getBlockReceipts`` or one
-``eth_getTransactionReceipt`` per transaction, in transaction order).
+``bundle(chain_id, raw_block, raw_receipts, raw_traces)`` is the one entry point the
+pipeline uses: ``raw_block`` is an ``eth_getBlockByNumber(n, true)`` answer (full
+transactions), ``raw_receipts`` the block's receipts (``eth_getBlockReceipts`` or one
+``eth_getTransactionReceipt`` per transaction, in transaction order) and ``raw_traces``
+the block's ``debug_traceBlockByNumber`` callTracer answer, or None when the node has
+none (:mod:`ludex.indexer.traces`; the bundle is then not ``traced``). The balance
+changes are computed last (:mod:`ludex.indexer.balances`).
 
 Every field is checked for its type and format (0x-hex quantities, 32-byte hashes,
 20-byte addresses, even-length data) and the answer for consistency: each transaction
@@ -19,18 +22,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from ludex.errors import ChainError
+from ludex.indexer.balances import balance_changes
 from ludex.indexer.model import (
     Block,
     BlockBundle,
     ContractCreation,
+    InternalTransfer,
     Log,
     Receipt,
     Transaction,
+    Withdrawal,
 )
 from ludex.indexer.tokens import token_transfers
+from ludex.indexer.traces import block_traces
+
+GWEI: Final = 10**9
 
 _QUANTITY: Final = re.compile(r"0x[0-9a-fA-F]+")
 _HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
@@ -38,7 +48,7 @@ _ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _DATA: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 
 
-class _Fields:
+class Fields:
     """Typed reads of one JSON object; every error names where the object sits."""
 
     def __init__(self, raw: Any, where: str) -> None:
@@ -99,7 +109,7 @@ class _Fields:
             raise self.fail(key, f"{actual!r} differs from the {of} ({expected!r})")
 
 
-def _block(chain_id: int, fields: _Fields, count: int) -> Block:
+def _block(chain_id: int, fields: Fields, count: int) -> Block:
     return Block(
         chain_id=chain_id,
         number=fields.quantity("number"),
@@ -120,7 +130,7 @@ def _transaction(chain_id: int, block: Block, index: int, raw: Any, where: str) 
             f"{where}: transactions[{index}] is a hash, not a transaction object; "
             "fetch the block with eth_getBlockByNumber(n, true)"
         )
-    tx = _Fields(raw, f"{where}: transactions[{index}]")
+    tx = Fields(raw, f"{where}: transactions[{index}]")
     tx_hash = tx.hash("hash")
     tx.where = f"{where}: transaction {index} ({tx_hash})"
     tx.same("blockHash", tx.hash("blockHash"), block.hash, "block's hash")
@@ -149,7 +159,7 @@ def _transaction(chain_id: int, block: Block, index: int, raw: Any, where: str) 
     )
 
 
-def _effective_gas_price(fields: _Fields, tx: Transaction, block: Block) -> int:
+def _effective_gas_price(fields: Fields, tx: Transaction, block: Block) -> int:
     """The receipt's price, or what it must be for nodes from before it was reported."""
     price = fields.optional_quantity("effectiveGasPrice")
     if price is not None:
@@ -165,7 +175,7 @@ def _effective_gas_price(fields: _Fields, tx: Transaction, block: Block) -> int:
 def _receipt(
     chain_id: int, block: Block, tx: Transaction, raw: Any, where: str, last_log: int
 ) -> tuple[Receipt, list[Log]]:
-    fields = _Fields(raw, f"{where}: receipt {tx.index} ({tx.hash})")
+    fields = Fields(raw, f"{where}: receipt {tx.index} ({tx.hash})")
     fields.same("transactionHash", fields.hash("transactionHash"), tx.hash, "transaction's hash")
     fields.same("blockHash", fields.hash("blockHash"), block.hash, "block's hash")
     fields.same("blockNumber", fields.quantity("blockNumber"), block.number, "block's number")
@@ -188,10 +198,12 @@ def _receipt(
         gas_used=fields.quantity("gasUsed"),
         effective_gas_price=_effective_gas_price(fields, tx, block),
         contract_address=contract,
+        blob_gas_used=fields.optional_quantity("blobGasUsed"),
+        blob_gas_price=fields.optional_quantity("blobGasPrice"),
     )
     logs = []
     for position, raw_log in enumerate(fields.list("logs")):
-        entry = _Fields(raw_log, f"{fields.where}: logs[{position}]")
+        entry = Fields(raw_log, f"{fields.where}: logs[{position}]")
         log_index = entry.quantity("logIndex")
         entry.where = f"{where}: log {log_index} (receipt {tx.index})"
         if log_index <= last_log:
@@ -226,11 +238,36 @@ def _receipt(
     return receipt, logs
 
 
+def _withdrawals(chain_id: int, block: Block, head: Fields, where: str) -> tuple[Withdrawal, ...]:
+    """The block's withdrawals (EIP-4895; none before Shanghai), amounts in wei."""
+    if head.raw.get("withdrawals") is None:
+        return ()
+    out = []
+    for position, raw in enumerate(head.list("withdrawals")):
+        fields = Fields(raw, f"{where}: withdrawals[{position}]")
+        out.append(
+            Withdrawal(
+                chain_id=chain_id,
+                block_number=block.number,
+                index=fields.quantity("index"),
+                validator_index=fields.quantity("validatorIndex"),
+                address=fields.address("address"),
+                amount=fields.quantity("amount") * GWEI,
+            )
+        )
+    return tuple(out)
+
+
 def bundle(
-    chain_id: int, raw_block: Mapping[str, Any], raw_receipts: Sequence[Mapping[str, Any]]
+    chain_id: int,
+    raw_block: Mapping[str, Any],
+    raw_receipts: Sequence[Mapping[str, Any]],
+    raw_traces: Any = None,
 ) -> BlockBundle:
-    """The records of one block, or :class:`ChainError` saying what is wrong with it."""
-    head = _Fields(raw_block, "block")
+    """The records of one block, or :class:`ChainError` saying what is wrong with it.
+    ``raw_traces`` None: the node gave no traces (no internal creations, no native
+    balance changes)."""
+    head = Fields(raw_block, "block")
     if isinstance(raw_block, Mapping):
         number = raw_block.get("number")
         if isinstance(number, str) and _QUANTITY.fullmatch(number):
@@ -259,7 +296,7 @@ def bundle(
         logs.extend(tx_logs)
         if tx_logs:
             last_log = tx_logs[-1].log_index
-    contracts = tuple(
+    contracts: tuple[ContractCreation, ...] = tuple(
         ContractCreation(
             chain_id=chain_id,
             block_number=block.number,
@@ -272,8 +309,19 @@ def bundle(
         for tx, receipt in zip(transactions, receipts, strict=True)
         if receipt.contract_address is not None
     )
+    internal: tuple[InternalTransfer, ...] = ()
+    if raw_traces is not None:
+        traced = block_traces(block, transactions, receipts, raw_traces)
+        internal = traced.transfers
+        known = {c.address for c in contracts}
+        extra = []
+        for creation in traced.creations:  # an address can be created twice (selfdestruct)
+            if creation.address not in known:
+                known.add(creation.address)
+                extra.append(creation)
+        contracts += tuple(extra)
     tokens = token_transfers(logs)
-    return BlockBundle(
+    records = BlockBundle(
         block=block,
         transactions=transactions,
         receipts=tuple(receipts),
@@ -281,4 +329,8 @@ def bundle(
         transfers=tokens.transfers,
         contracts=contracts,
         skipped_token_logs=tokens.skipped,
+        traced=raw_traces is not None,
+        internal_transfers=internal,
+        withdrawals=_withdrawals(chain_id, block, head, where),
     )
+    return replace(records, balance_changes=balance_changes(records))

@@ -20,7 +20,9 @@ transaction (:mod:`ludex.indexer.bus_events`); with ``abi`` (an AbiRegistry), al
 ``chain.event_decoded`` per log the registry decodes, and the registry's cache hit
 rate goes to the metrics after each range. Tokens first seen in a range get their
 metadata (name, symbol, decimals by eth_call, :mod:`ludex.indexer.token_metadata`)
-written in the range's transaction when the source can eth_call. With ``analytics``
+written in the range's transaction when the source can eth_call. With ``mempool``, the
+stored pending transactions the range includes are marked ``included`` in its
+transaction (pending again on a reorg). With ``analytics``
 (an AnalyticsStore), each range is also written to ClickHouse after the operational
 commit, and a reorg tombstones the orphaned rows there first
 (:mod:`ludex.indexer.analytics`); a crash between the two is repaired on resume, which
@@ -45,7 +47,7 @@ from ludex.adapters.sql.store import SqlStore
 from ludex.errors import BackendUnavailable, ChainError, ConfigError
 from ludex.events import BlockReverted, new_event
 from ludex.indexer import analytics as olap_rows
-from ludex.indexer import metrics
+from ludex.indexer import mempool, metrics
 from ludex.indexer.abi_registry import AbiRegistry
 from ludex.indexer.bus_events import (
     ALL_EVENTS,
@@ -100,6 +102,7 @@ class Outputs:
     events: Collection[str] = ALL_EVENTS
     abi: AbiRegistry | None = None
     token_metadata: bool = True
+    mempool: bool = False
 
     def kwargs(self) -> dict[str, Any]:
         return {
@@ -107,6 +110,7 @@ class Outputs:
             "events": self.events,
             "abi": self.abi,
             "token_metadata": self.token_metadata,
+            "mempool": self.mempool,
         }
 
 
@@ -146,6 +150,7 @@ class Indexer:
         events: Collection[str] = ALL_EVENTS,
         abi: AbiRegistry | None = None,
         token_metadata: bool = True,
+        mempool: bool = False,
     ) -> None:
         if batch_blocks < 1 or confirmations < 0 or max_reorg_depth < 1:
             raise ConfigError(
@@ -165,6 +170,9 @@ class Indexer:
         self.analytics = analytics
         self.events = check_kinds(events)
         self.abi = abi
+        self.mempool = mempool
+        """Mark the stored pending transactions (``ludex.indexer.mempool``) included in
+        each range's transaction, and pending again when a reorg orphans their block."""
         self.tokens = (
             TokenMetadataReader(source)
             if token_metadata and isinstance(source, EthCaller)
@@ -212,6 +220,16 @@ class Indexer:
                 events += decoded
             if events:
                 await add_to_outbox(session, *events)
+            fates = (
+                await mempool.mark_included(
+                    session,
+                    self.chain_id,
+                    [(tx.hash, tx.block_number) for b in written.blocks for tx in b.transactions],
+                    producer=self.producer,
+                )
+                if self.mempool
+                else None
+            )
             if advance:
                 last = bundles[-1].block
                 current = await self.rows.checkpoint(session, self.chain_id, self.name)
@@ -221,6 +239,8 @@ class Indexer:
                     )
         if self.abi is not None:
             metrics.observe_abi_cache(self.abi)
+        if fates is not None:
+            mempool.observe(self.chain_id, fates)
         if self.analytics is not None:  # every bundle, not only new ones: at-least-once
             await olap_rows.write_bundles(self.analytics, bundles)
         return written.rows
@@ -361,6 +381,11 @@ class Indexer:
             await olap_rows.revert_above(self.analytics, self.chain_id, ancestor)
         async with self.store.transaction() as session:
             reverted = await self.rows.revert_above(session, self.chain_id, ancestor)
+            fates = (
+                await mempool.unmark_above(session, self.chain_id, ancestor, producer=self.producer)
+                if self.mempool
+                else None
+            )
             if reverted:
                 await add_to_outbox(
                     session,
@@ -375,6 +400,8 @@ class Indexer:
                         for n, h in reversed(reverted)
                     ),
                 )
+        if fates is not None:
+            mempool.observe(self.chain_id, fates)
         if self.tokens is not None:  # a token may not exist on the new branch
             self.tokens.forget(self.chain_id)
         reorg = Reorg(ancestor, tuple(reverted))

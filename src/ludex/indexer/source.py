@@ -12,7 +12,10 @@
 * fail-over: after ``failover_after`` consecutive failures on a URL the next one is used;
   after ``failback_s`` seconds away from the first URL it is tried again;
 * ``eth_getBlockReceipts`` when the node has it (detected once), else one
-  ``eth_getTransactionReceipt`` per transaction, in one batch.
+  ``eth_getTransactionReceipt`` per transaction, in one batch;
+* each block's call traces (``debug_traceBlockByNumber`` with the ``callTracer``) when
+  the node has it (detected once, like the receipts; ``traces=False`` never asks), in
+  the same batches as the receipts; without them the bundles are not ``traced``.
 
 ``fetch_bundles`` turns a range into validated :class:`~ludex.indexer.model.BlockBundle`
 records through :func:`ludex.indexer.parse.bundle`; a block the parser rejects (a
@@ -58,6 +61,15 @@ METHOD_NOT_FOUND: Final = -32601
 # Errors that retrying the same request cannot fix.
 PERMANENT_CODES: Final = frozenset({-32700, -32600, METHOD_NOT_FOUND, -32602, 3})
 UNSUPPORTED_HINTS: Final = ("not found", "not supported", "unsupported", "does not exist")
+TRACE_UNSUPPORTED_HINTS: Final = (
+    "method not found",
+    "not supported",
+    "unsupported",
+    "does not exist",
+    "not available",
+)
+TRACE_METHOD: Final = "debug_traceBlockByNumber"
+CALL_TRACER: Final = {"tracer": "callTracer"}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -109,6 +121,7 @@ class RpcSource:
         backoff_max_s: float = 2.0,
         parse_attempts: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
+        traces: bool = True,
     ) -> None:
         if not urls:
             raise ConfigError("the indexer needs at least one RPC URL (--rpc)")
@@ -134,6 +147,7 @@ class RpcSource:
         self._failures = 0
         self._left_primary_at = 0.0
         self._block_receipts: bool | None = None
+        self._traces: bool | None = None if traces else False
         self._chain_id: int | None = None
         self.rpc_errors = 0
         """How many attempts failed (any cause): a metric."""
@@ -148,6 +162,12 @@ class RpcSource:
     def has_block_receipts(self) -> bool | None:
         """Whether the node answers eth_getBlockReceipts (None: not asked yet)."""
         return self._block_receipts
+
+    @property
+    def has_traces(self) -> bool | None:
+        """Whether the node answers debug_traceBlockByNumber with the callTracer (None:
+        not asked yet; False also when turned off)."""
+        return self._traces
 
     async def start(self) -> None:
         if self._client is None:
@@ -319,7 +339,7 @@ class RpcSource:
         try:
             raw = await self.call("eth_getBlockByNumber", [tag, False])
         except ChainRpcError as exc:
-            if is_transient(exc) and not _unsupported(exc):
+            if is_transient(exc) and not unsupported(exc):
                 raise
             return None
         if not isinstance(raw, dict):
@@ -341,7 +361,7 @@ class RpcSource:
             try:
                 answers = await self.batch([("eth_getBlockReceipts", [hex(n)]) for n, _ in blocks])
             except ChainRpcError as exc:
-                if is_transient(exc) and not _unsupported(exc):
+                if is_transient(exc) and not unsupported(exc):
                     raise
                 log.info("indexer.no_block_receipts", url=self.display_url, error=str(exc))
                 self._block_receipts = False
@@ -371,26 +391,64 @@ class RpcSource:
             offset += len(tx_hashes)
         return out
 
+    async def _block_traces(self, numbers: Sequence[int]) -> list[Any]:
+        """Each block's callTracer answer; None for every block when the node has none
+        (detected on the first ask: method not found or unsupported, logged once)."""
+        if self._traces is False or not numbers:
+            return [None] * len(numbers)
+        first: list[Any] = []
+        if self._traces is None:  # one block first: a node without traces refuses once
+            try:
+                first = await self.batch([(TRACE_METHOD, [hex(numbers[0]), CALL_TRACER])])
+            except ChainRpcError as exc:
+                if not _no_traces(exc):
+                    raise
+                log.info("indexer.no_traces", url=self.display_url, error=str(exc))
+                self._traces = False
+                return [None] * len(numbers)
+            self._traces = True
+        rest = numbers[len(first) :]
+        return first + await self.batch([(TRACE_METHOD, [hex(n), CALL_TRACER]) for n in rest])
+
+    async def _receipts_and_traces(
+        self, blocks: Sequence[tuple[int, Sequence[str] | None]]
+    ) -> tuple[list[list[Any]], list[Any]]:
+        """Receipts and traces of ``blocks``: in one batch once both methods are known to
+        work, else each detected on its own."""
+        numbers = [n for n, _ in blocks]
+        if self._block_receipts is True and self._traces is True:
+            answers = await self.batch(
+                [("eth_getBlockReceipts", [hex(n)]) for n in numbers]
+                + [(TRACE_METHOD, [hex(n), CALL_TRACER]) for n in numbers]
+            )
+            receipts = answers[: len(numbers)]
+            for n, answer in zip(numbers, receipts, strict=True):
+                if not isinstance(answer, list):
+                    raise ChainError(f"eth_getBlockReceipts({n}): expected a list, got {answer!r}")
+            return receipts, answers[len(numbers) :]
+        receipts = await self._receipts(blocks)
+        return receipts, await self._block_traces(numbers)
+
     async def fetch_bundles(self, first: int, last: int) -> list[BlockBundle]:
-        """Blocks ``first..last`` with their receipts, parsed and validated."""
+        """Blocks ``first..last`` with their receipts (and traces), parsed and validated."""
         if last < first:
             return []
         chain_id = await self.chain_id()
         numbers = list(range(first, last + 1))
         raws = await self.batch([("eth_getBlockByNumber", [hex(n), True]) for n in numbers])
-        receipts = await self._receipts(
+        receipts, traces = await self._receipts_and_traces(
             [
                 (n, _tx_hashes(raw) if isinstance(raw, dict) else [])
                 for n, raw in zip(numbers, raws, strict=True)
             ]
         )
         bundles = []
-        for n, raw, raw_receipts in zip(numbers, raws, receipts, strict=True):
-            bundles.append(await self._parse(chain_id, n, raw, raw_receipts))
+        for n, raw, raw_receipts, raw_traces in zip(numbers, raws, receipts, traces, strict=True):
+            bundles.append(await self._parse(chain_id, n, raw, raw_receipts, raw_traces))
         return bundles
 
     async def _parse(
-        self, chain_id: int, number: int, raw: Any, receipts: list[Any]
+        self, chain_id: int, number: int, raw: Any, receipts: list[Any], traces: Any
     ) -> BlockBundle:
         """Parse one block; on a rejected answer fetch it again (``parse_attempts`` in all)."""
         attempt = 1
@@ -398,7 +456,7 @@ class RpcSource:
             try:
                 if not isinstance(raw, dict):
                     raise ChainError(f"block {number}: the node has no such block (yet)")
-                return parse.bundle(chain_id, raw, receipts)
+                return parse.bundle(chain_id, raw, receipts, traces)
             except ChainError as exc:
                 self.rpc_errors += 1
                 if attempt >= self.parse_attempts:
@@ -410,7 +468,7 @@ class RpcSource:
                 attempt += 1
                 raw = await self.block(number, full=True)
                 hashes = _tx_hashes(raw) if isinstance(raw, dict) else []
-                receipts = (await self._receipts([(number, hashes)]))[0]
+                [receipts], [traces] = await self._receipts_and_traces([(number, hashes)])
 
 
 def _tx_hashes(raw: Mapping[str, Any]) -> list[str]:
@@ -421,11 +479,20 @@ def _tx_hashes(raw: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _unsupported(exc: ChainRpcError) -> bool:
+def unsupported(exc: ChainRpcError) -> bool:
+    """The node does not have the method (as opposed to a failed call of it)."""
     if exc.code == METHOD_NOT_FOUND:
         return True
     message = str(exc).lower()
     return any(hint in message for hint in UNSUPPORTED_HINTS)
+
+
+def _no_traces(exc: ChainRpcError) -> bool:
+    """The node has no callTracer (a missing block's "header not found" is not that)."""
+    if exc.code == METHOD_NOT_FOUND:
+        return True
+    message = str(exc).lower()
+    return any(hint in message for hint in TRACE_UNSUPPORTED_HINTS)
 
 
 def _raise_error(what: str, err: Any) -> None:

@@ -1,8 +1,8 @@
 """The indexer's rows in the operational store: write, revert, checkpoint.
 
 ``IndexStore`` turns :class:`~ludex.indexer.model.BlockBundle` records into rows of the
-``idx_*`` tables (``ludex.adapters.sql.tables``, revisions 0006 and 0007 for
-``idx_tokens``). Every method that
+``idx_*`` tables (``ludex.adapters.sql.tables``, revisions 0006, 0007 for ``idx_tokens``
+and 0008 for ``idx_balance_changes``). Every method that
 writes takes the caller's session: the pipeline writes a range of blocks, its events
 (outbox) and its checkpoint in ONE transaction, so a crash leaves either all of it or
 none of it.
@@ -31,6 +31,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ludex.adapters.sql.store import SqlStore
 from ludex.adapters.sql.tables import (
+    idx_balance_changes,
     idx_blocks,
     idx_checkpoints,
     idx_contracts,
@@ -44,6 +45,7 @@ from ludex.indexer.model import BlockBundle
 from ludex.indexer.token_metadata import TokenMetadata
 
 ROW_TABLES: tuple[Table, ...] = (
+    idx_balance_changes,
     idx_token_transfers,
     idx_logs,
     idx_contracts,
@@ -67,6 +69,7 @@ class RowCounts:
     logs: int = 0
     transfers: int = 0
     contracts: int = 0
+    balance_changes: int = 0
 
     def __add__(self, other: RowCounts) -> RowCounts:
         return RowCounts(
@@ -75,6 +78,7 @@ class RowCounts:
             self.logs + other.logs,
             self.transfers + other.transfers,
             self.contracts + other.contracts,
+            self.balance_changes + other.balance_changes,
         )
 
 
@@ -193,6 +197,21 @@ def _contract_rows(bundle: BlockBundle) -> list[dict[str, Any]]:
     ]
 
 
+def _balance_rows(bundle: BlockBundle) -> list[dict[str, Any]]:
+    return [
+        {
+            "chain_id": c.chain_id,
+            "block_number": c.block_number,
+            "address": c.address,
+            "token": c.token,
+            "token_id": "" if c.token_id is None else str(c.token_id),
+            "block_hash": c.block_hash,
+            "delta": str(c.delta),
+        }
+        for c in bundle.balance_changes
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """What one :meth:`IndexStore.write` stored: row counts and the blocks that were new."""
@@ -245,6 +264,7 @@ class IndexStore:
             (idx_logs, [r for b in fresh for r in _log_rows(b)]),
             (idx_token_transfers, [r for b in fresh for r in _transfer_rows(b)]),
             (idx_contracts, [r for b in fresh for r in _contract_rows(b)]),
+            (idx_balance_changes, [r for b in fresh for r in _balance_rows(b)]),
         ]
         for table, rows in tables:
             if rows:
@@ -255,6 +275,7 @@ class IndexStore:
             logs=len(tables[2][1]),
             transfers=len(tables[3][1]),
             contracts=len(tables[4][1]),
+            balance_changes=len(tables[5][1]),
         )
         return Written(counts, tuple(fresh))
 
@@ -416,4 +437,5 @@ class IndexStore:
                 logs=await count(idx_logs),
                 transfers=await count(idx_token_transfers),
                 contracts=await count(idx_contracts),
+                balance_changes=await count(idx_balance_changes),
             )

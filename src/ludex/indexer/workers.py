@@ -47,8 +47,10 @@ from ludex.indexer import analytics as olap_rows
 from ludex.indexer import metrics
 from ludex.indexer.abi_registry import AbiRegistry
 from ludex.indexer.bus_events import ALL_EVENTS
+from ludex.indexer.mempool import MempoolWatcher
 from ludex.indexer.model import Block, BlockBundle
 from ludex.indexer.pipeline import NO_OUTPUTS, BlockSource, Indexer, Outputs, Progress
+from ludex.indexer.source import RpcSource, watch_new_heads
 from ludex.indexer.store import IndexStore, RowCounts, Written
 from ludex.ports.kv import KeyValue, Lease
 from ludex.ports.olap import AnalyticsStore
@@ -502,13 +504,12 @@ class IndexerService:
                 if s.indexer_abi_files or s.indexer_abi_addresses
                 else None
             ),
+            mempool=s.indexer_mempool,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        from ludex.indexer.source import RpcSource, watch_new_heads
-
         s = self.settings
-        async with RpcSource(s.indexer_rpc_urls) as rpc:
+        async with RpcSource(s.indexer_rpc_urls, traces=s.indexer_traces) as rpc:
             source = MeteredSource(rpc)
             chain_id = await rpc.chain_id()
             start: int | None = None
@@ -559,8 +560,46 @@ class IndexerService:
                 group.create_task(follower.run(stop))
                 if worker is not None:
                     group.create_task(worker.run(stop))
+                if s.indexer_mempool:
+                    group.create_task(self._mempool(rpc, chain_id, stop))
                 if s.indexer_ws_url:
                     group.create_task(watch_new_heads(s.indexer_ws_url, woken, stop))
+
+    async def _mempool(self, rpc: RpcSource, chain_id: int, stop: asyncio.Event) -> None:
+        """Watch the mempool while this process holds its lease (one watcher at a time:
+        the writes are idempotent, the lease only saves the node from N pool polls)."""
+        s = self.settings
+        owner = new_owner()
+        name = f"indexer:{chain_id}:{s.indexer_name}:mempool"
+        while not stop.is_set():
+            lease = await self.kv.acquire_lock(name, owner, s.indexer_lease_seconds)
+            if lease is None:
+                await _sleep(stop, s.indexer_lease_seconds / 3)
+                continue
+            keeper = _LeaseKeeper(self.kv, lease, s.indexer_lease_seconds)
+            inner = asyncio.Event()
+            watcher = MempoolWatcher(
+                self.store,
+                rpc,
+                chain_id,
+                ws_url=s.indexer_ws_url,
+                poll_interval=s.indexer_poll_interval,
+                drop_after=s.indexer_mempool_drop_after,
+                producer=s.service_name,
+            )
+
+            async def keep(keeper: _LeaseKeeper = keeper, inner: asyncio.Event = inner) -> None:
+                await keeper.keep(None, stop)
+                inner.set()
+
+            keeping = asyncio.ensure_future(keep())
+            log.info("indexer.mempool_watching", owner=owner)
+            try:
+                await watcher.run(inner)
+            finally:
+                keeping.cancel()
+            if not keeper.lost.is_set():
+                await self.kv.release_lock(keeper.lease)
 
     async def _backfill_to(self, chain_id: int, source: BlockSource) -> int:
         key = f"indexer:{chain_id}:{self.settings.indexer_name}:backfill_to"

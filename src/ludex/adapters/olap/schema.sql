@@ -126,3 +126,23 @@ CREATE TABLE IF NOT EXISTS chain_token_transfers
 ENGINE = ReplacingMergeTree(version, is_deleted)
 PARTITION BY toYYYYMM(block_timestamp)
 ORDER BY (chain_id, block_number, block_hash, log_index, batch_index);
+
+-- Net balance change per (address, asset) per block (ludex.indexer.balances): token is
+-- 'native' or the token contract, token_id the ERC-721 / ERC-1155 id as decimal text or
+-- '' for fungible assets (as idx_balance_changes), delta signed and never 0.
+CREATE TABLE IF NOT EXISTS chain_balance_changes
+(
+    chain_id        UInt64,
+    block_number    UInt64,
+    block_hash      String,
+    block_timestamp DateTime('UTC'),
+    address         String,
+    token           String,
+    token_id        String,
+    delta           Int256,
+    version         UInt64,
+    is_deleted      UInt8
+)
+ENGINE = ReplacingMergeTree(version, is_deleted)
+PARTITION BY toYYYYMM(block_timestamp)
+ORDER BY (chain_id, block_number, block_hash, address, token, token_id);

@@ -514,6 +514,7 @@ idx_transactions = Table(
     Column("effective_gas_price", String(QUANTITY_TEXT_LENGTH), nullable=True),
     Column("contract_address", _ascii_key(ADDRESS_LENGTH), nullable=True),
     Index(None, "chain_id", "block_number"),
+    Index(None, "chain_id", "sender", "nonce"),  # revision 0008, for the mempool
 )
 """Transactions with their receipt (status, gas used, price paid, contract created)."""
 

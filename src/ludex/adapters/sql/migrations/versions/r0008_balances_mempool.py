@@ -1,5 +1,6 @@
 """The indexer's balance changes per address (native and token, per block) and the
-mempool (pending transactions and what became of them).
+mempool (pending transactions and what became of them, with an index to find the
+transaction that replaced another by sender and nonce).
 
 Revision ID: 0008
 Revises: 0007
@@ -33,6 +34,11 @@ def _key(length: int) -> sa.types.TypeEngine[str]:
 
 
 def upgrade() -> None:
+    op.create_index(  # the mempool finds the transaction that replaced another by these
+        "ix_idx_transactions_chain_id_sender_nonce",
+        "idx_transactions",
+        ["chain_id", "sender", "nonce"],
+    )
     op.create_table(
         "idx_balance_changes",
         sa.Column("chain_id", sa.BigInteger(), nullable=False),
@@ -105,3 +111,4 @@ def downgrade() -> None:
         "ix_idx_balance_changes_chain_id_address_block_number", table_name="idx_balance_changes"
     )
     op.drop_table("idx_balance_changes")
+    op.drop_index("ix_idx_transactions_chain_id_sender_nonce", table_name="idx_transactions")
