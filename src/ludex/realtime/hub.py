@@ -1,0 +1,424 @@
+"""The channel hub: subscriptions, fan-out, resume, private delivery and presence.
+
+No web framework here: a transport (the gateway's WebSocket handler) creates a
+:class:`Connection` with :meth:`Hub.connect`, forwards the client's subscribe and
+unsubscribe requests, and sends whatever :meth:`Connection.receive` yields until it
+returns None (then closes the socket with :attr:`Connection.close_reason`).
+
+Every frame is the envelope ``{channel, epoch, seq, type, data}`` in the
+connection's encoding (JSON or MessagePack). Control frames use the same envelope:
+``gap`` (the resume point cannot be served) and ``snapshot`` (the state at ``seq``,
+from the snapshot provider).
+
+Rules this module keeps:
+
+* ``publish`` never awaits a consumer: each connection has a bounded queue and a
+  connection whose queue is full is dropped (closed with a reason); the others are
+  not slowed.
+* Within one hub, messages of a channel are delivered in sequence order, and a
+  resuming subscriber gets exactly the messages after its resume point, once each.
+* ``player:ID`` is readable only by connections authenticated as player ID;
+  messages sent to an offline player wait ``offline_ttl`` seconds in this hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgpack  # type: ignore[import-untyped]
+
+from ludex.realtime.history import (
+    Gap,
+    History,
+    JsonValue,
+    Message,
+    Position,
+    RealtimeError,
+    check_channel,
+    check_type,
+)
+
+Encoding = Literal["json", "msgpack"]
+ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
+
+SnapshotProvider = Callable[[str], Awaitable[JsonValue]]
+"""Answers a channel's current state; called while the channel's publishes wait."""
+
+SLOW_CONSUMER = "slow consumer: send queue full"
+
+
+class ChannelForbidden(RealtimeError):
+    """The connection may not subscribe to this channel (another player's channel)."""
+
+
+def encode_frame(envelope: dict[str, JsonValue], encoding: Encoding) -> bytes:
+    if encoding == "json":
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    packed: bytes = msgpack.packb(envelope, use_bin_type=True)
+    return packed
+
+
+def decode_frame(frame: bytes, encoding: Encoding) -> dict[str, JsonValue]:
+    """The envelope of a frame (for clients and tests); raises RealtimeError if malformed."""
+    try:
+        value = json.loads(frame) if encoding == "json" else msgpack.unpackb(frame, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise RealtimeError(f"{encoding} frame is malformed ({exc})") from None
+    if not isinstance(value, dict) or set(value) != {"channel", "epoch", "seq", "type", "data"}:
+        raise RealtimeError(
+            f"{encoding} frame is not a {{channel, epoch, seq, type, data}} envelope"
+        )
+    return value
+
+
+class Connection:
+    """One client connection: its identity, encoding and bounded send queue.
+
+    Frames replayed on subscribe do not count against ``max_queue`` (the history is
+    bounded already); live frames do.
+    """
+
+    def __init__(
+        self, conn_id: str, encoding: Encoding, max_queue: int, player_id: str | None
+    ) -> None:
+        self.id = conn_id
+        self.encoding: Encoding = encoding
+        self.player_id = player_id
+        self.max_queue = max_queue
+        self.channels: set[str] = set()
+        self.close_reason: str | None = None
+        self._frames: deque[tuple[bytes, bool]] = deque()
+        self._replayed = 0
+        self._ready = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    @property
+    def queued(self) -> int:
+        return len(self._frames)
+
+    def _offer(self, frame: bytes) -> bool:
+        """Queue a live frame; False when the queue is full (the caller drops us)."""
+        if self.closed:
+            return True
+        if len(self._frames) - self._replayed >= self.max_queue:
+            return False
+        self._frames.append((frame, False))
+        self._ready.set()
+        return True
+
+    def _replay(self, frame: bytes) -> None:
+        if not self.closed:
+            self._frames.append((frame, True))
+            self._replayed += 1
+            self._ready.set()
+
+    def _close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+            self._frames.clear()
+            self._replayed = 0
+            self._ready.set()
+
+    def take(self) -> bytes | None:
+        """The next queued frame without waiting, or None if there is none."""
+        if not self._frames:
+            return None
+        frame, replayed = self._frames.popleft()
+        if replayed:
+            self._replayed -= 1
+        if not self._frames and not self.closed:
+            self._ready.clear()
+        return frame
+
+    async def receive(self) -> bytes | None:
+        """The next frame to send; None once the connection is closed."""
+        while True:
+            if self.closed:
+                return None
+            frame = self.take()
+            if frame is not None:
+                return frame
+            await self._ready.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The outcome of a subscribe: where the client stands now, and how it got there."""
+
+    channel: str
+    position: Position
+    replayed: int
+    gap: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Who watches a table: authenticated players and anonymous spectator count."""
+
+    players: frozenset[str]
+    spectators: int
+
+
+@dataclass
+class _Subscriber:
+    connection: Connection
+    # While a subscriber is catching up from history, live messages wait here.
+    pending: list[Message] | None = None
+    last_seq: int = 0
+
+
+@dataclass
+class _Offline:
+    messages: deque[tuple[float, Message]] = field(default_factory=deque)
+
+
+class Hub:
+    """Channels, connections and fan-out for one process, on a shared :class:`History`."""
+
+    def __init__(
+        self,
+        history: History,
+        *,
+        snapshot: SnapshotProvider | None = None,
+        max_queue: int = 256,
+        offline_ttl: float = 60.0,
+        offline_max: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_queue < 1 or offline_max < 1 or not offline_ttl > 0:
+            raise RealtimeError("max_queue and offline_max must be >= 1, offline_ttl > 0")
+        self.history = history
+        self._snapshot = snapshot
+        self._max_queue = max_queue
+        self._offline_ttl = offline_ttl
+        self._offline_max = offline_max
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._channels: dict[str, dict[str, _Subscriber]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._offline: dict[str, _Offline] = {}
+        self.dropped = 0
+
+    # connections -------------------------------------------------------------------
+
+    def connect(
+        self,
+        *,
+        encoding: Encoding = "json",
+        player_id: str | None = None,
+        max_queue: int | None = None,
+    ) -> Connection:
+        """A new connection; ``player_id`` is the authenticated player (None: anonymous)."""
+        if encoding not in ENCODINGS:
+            raise RealtimeError(f"encoding {encoding!r} is not supported; use json or msgpack")
+        if player_id is not None:
+            check_channel(f"player:{player_id}")
+        size = self._max_queue if max_queue is None else max_queue
+        if size < 1:
+            raise RealtimeError(f"max_queue must be >= 1, got {size}")
+        return Connection(f"c{next(self._ids)}", encoding, size, player_id)
+
+    def disconnect(self, connection: Connection, reason: str = "closed") -> None:
+        """Close the connection and remove it from every channel."""
+        for channel in list(connection.channels):
+            self._remove(connection, channel)
+        connection._close(reason)
+
+    # subscriptions -----------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        connection: Connection,
+        channel: str,
+        resume: tuple[str, int] | None = None,
+    ) -> Subscribed:
+        """Subscribe, replaying what the client missed since ``resume`` (epoch, seq).
+
+        Without a usable resume point the client gets a ``gap`` frame (when it asked to
+        resume) and a ``snapshot`` frame; queued private messages come before it.
+        """
+        check_channel(channel)
+        if connection.closed:
+            raise RealtimeError(f"connection {connection.id} is closed ({connection.close_reason})")
+        if channel.startswith("player:") and channel != f"player:{connection.player_id}":
+            raise ChannelForbidden(
+                f"connection {connection.id} may not read {channel!r}: players read only "
+                "their own player channel"
+            )
+        subs = self._channels.setdefault(channel, {})
+        if connection.id in subs:
+            self._remove(connection, channel)
+            subs = self._channels.setdefault(channel, {})
+        sub = _Subscriber(connection, pending=[])
+        subs[connection.id] = sub
+        connection.channels.add(channel)
+        try:
+            outcome = await self._catch_up(sub, channel, resume)
+        except BaseException:
+            self._remove(connection, channel)
+            raise
+        return outcome
+
+    async def _catch_up(
+        self, sub: _Subscriber, channel: str, resume: tuple[str, int] | None
+    ) -> Subscribed:
+        conn = sub.connection
+        replay: list[Message] = []
+        gap: Gap | None = None
+        if resume is not None:
+            answer = await self.history.since(channel, resume[0], resume[1])
+            if isinstance(answer, Gap):
+                gap = answer
+            else:
+                replay = list(answer.messages)
+        offline = self._take_offline(channel)
+        if gap is None and resume is not None:
+            for message in replay:
+                self._deliver_replay(sub, message)
+            sub.last_seq = max(resume[1], sub.last_seq)
+            epoch, replayed = resume[0], len(replay)
+        else:
+            async with self._lock(channel):
+                # No publish of this hub interleaves: the snapshot is the state at head.
+                head = await self.history.head(channel)
+                data = await self._snapshot(channel) if self._snapshot else None
+            if gap is not None:
+                conn._replay(
+                    self._frame(Message(channel, head.epoch, head.seq, "gap", gap.reason), conn)
+                )
+            for message in offline:
+                if message.epoch == head.epoch:
+                    self._deliver_replay(sub, message)
+            conn._replay(
+                self._frame(Message(channel, head.epoch, head.seq, "snapshot", data), conn)
+            )
+            sub.last_seq = head.seq
+            epoch, replayed = head.epoch, sum(1 for m in offline if m.epoch == head.epoch)
+        pending, sub.pending = sub.pending or [], None
+        for message in pending:
+            if message.epoch != epoch:
+                self.disconnect(conn, f"channel {channel} restarted its epoch; resubscribe")
+                break
+            self._deliver_replay(sub, message)
+        return Subscribed(channel, Position(epoch, sub.last_seq), replayed, gap=gap is not None)
+
+    def _deliver_replay(self, sub: _Subscriber, message: Message) -> None:
+        if message.seq > sub.last_seq:
+            sub.connection._replay(self._frame(message, sub.connection))
+            sub.last_seq = message.seq
+
+    def unsubscribe(self, connection: Connection, channel: str) -> bool:
+        """True if the connection was subscribed."""
+        check_channel(channel)
+        return self._remove(connection, channel)
+
+    def _remove(self, connection: Connection, channel: str) -> bool:
+        connection.channels.discard(channel)
+        subs = self._channels.get(channel)
+        if subs is None or subs.pop(connection.id, None) is None:
+            return False
+        if not subs:
+            del self._channels[channel]
+        return True
+
+    # publishing --------------------------------------------------------------------
+
+    async def publish(self, channel: str, msg_type: str, data: JsonValue) -> Message:
+        """Store the message in the history and fan it out; never waits on a consumer."""
+        check_channel(channel)
+        check_type(msg_type)
+        async with self._lock(channel):
+            message = await self.history.append(channel, msg_type, data)
+            self._fan_out(message)
+        return message
+
+    async def send_private(self, player_id: str, msg_type: str, data: JsonValue) -> Message:
+        """Deliver to ``player:ID`` only; queued for ``offline_ttl`` if the player is away."""
+        channel = check_channel(f"player:{player_id}")
+        async with self._lock(channel):
+            message = await self.history.append(channel, msg_type, data)
+            if self._channels.get(channel):
+                self._fan_out(message)
+            else:
+                queue = self._offline.setdefault(channel, _Offline()).messages
+                queue.append((self._clock(), message))
+                while len(queue) > self._offline_max:
+                    queue.popleft()
+        return message
+
+    def _fan_out(self, message: Message) -> None:
+        frames: dict[Encoding, bytes] = {}
+        slow: list[Connection] = []
+        for sub in list(self._channels.get(message.channel, {}).values()):
+            if sub.pending is not None:
+                sub.pending.append(message)
+                if len(sub.pending) > sub.connection.max_queue:
+                    slow.append(sub.connection)
+                continue
+            conn = sub.connection
+            frame = frames.get(conn.encoding)
+            if frame is None:
+                frame = frames[conn.encoding] = encode_frame(message.envelope(), conn.encoding)
+            if conn._offer(frame):
+                sub.last_seq = message.seq
+            else:
+                slow.append(conn)
+        for conn in slow:
+            self.dropped += 1
+            self.disconnect(conn, SLOW_CONSUMER)
+
+    def _take_offline(self, channel: str) -> list[Message]:
+        entry = self._offline.pop(channel, None)
+        if entry is None:
+            return []
+        oldest = self._clock() - self._offline_ttl
+        return [m for at, m in entry.messages if at >= oldest]
+
+    def expire_offline(self) -> int:
+        """Forget queued private messages older than ``offline_ttl``; how many went."""
+        oldest = self._clock() - self._offline_ttl
+        gone = 0
+        for channel in list(self._offline):
+            queue = self._offline[channel].messages
+            while queue and queue[0][0] < oldest:
+                queue.popleft()
+                gone += 1
+            if not queue:
+                del self._offline[channel]
+        return gone
+
+    # presence ----------------------------------------------------------------------
+
+    def presence(self, channel: str) -> Presence:
+        """Who is subscribed to a ``table:`` channel."""
+        check_channel(channel)
+        if not channel.startswith("table:"):
+            raise RealtimeError(f"presence is kept for table channels only, not {channel!r}")
+        conns = [s.connection for s in self._channels.get(channel, {}).values()]
+        players = frozenset(c.player_id for c in conns if c.player_id is not None)
+        return Presence(players, sum(1 for c in conns if c.player_id is None))
+
+    def subscribers(self, channel: str) -> Iterable[Connection]:
+        return [s.connection for s in self._channels.get(check_channel(channel), {}).values()]
+
+    # helpers -----------------------------------------------------------------------
+
+    def _lock(self, channel: str) -> asyncio.Lock:
+        lock = self._locks.get(channel)
+        if lock is None:
+            lock = self._locks[channel] = asyncio.Lock()
+        return lock
+
+    @staticmethod
+    def _frame(message: Message, conn: Connection) -> bytes:
+        return encode_frame(message.envelope(), conn.encoding)
