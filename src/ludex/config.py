@@ -7,7 +7,7 @@ line per field naming the variable and what it accepts. See docs/configuration.m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -40,6 +40,10 @@ URL_FIELDS: dict[str, tuple[frozenset[str], str]] = {
         "http(s):// JSON-RPC URLs, comma-separated or a JSON list (the first is preferred)",
     ),
 }
+
+
+LOCAL_JWT_SECRET: Final = "local-only-not-a-secret-never-use-in-production"  # noqa: S105
+"""The default access-token secret: refused with LUDEX_ENVIRONMENT=production."""
 
 
 def redact_url(url: str) -> str:
@@ -123,7 +127,16 @@ class Settings(BaseSettings):
     demo_interval: float = Field(default=1.0, gt=0, le=3600)
     demo_summary_every: float = Field(default=10.0, gt=0, le=3600)
 
-    jwt_secret: SecretStr = SecretStr("local-only-not-a-secret")
+    jwt_secret: SecretStr = SecretStr(LOCAL_JWT_SECRET)
+    siwe_domain: str = Field(default="localhost:8000", min_length=1, max_length=253)
+    siwe_chain_id: int = Field(default=31337, ge=1)
+    access_token_seconds: int = Field(default=900, ge=10, le=86_400)
+    refresh_token_seconds: int = Field(default=30 * 86_400, ge=60, le=365 * 86_400)
+    admin_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"]
+    )
+    auth_rate_capacity: int = Field(default=30, ge=1, le=100_000)
+    auth_rate_per_second: float = Field(default=1.0, gt=0, le=100_000)
 
     provider_timestamp_window: float = Field(default=30.0, gt=0, le=3600)
     secrets_key: SecretStr | None = None
@@ -185,7 +198,13 @@ class Settings(BaseSettings):
             return [_check_url("indexer_rpc_urls", str(u).strip()) for u in value]
         return value
 
-    @field_validator("indexer_events", "indexer_abi_files", "indexer_abi_addresses", mode="before")
+    @field_validator(
+        "indexer_events",
+        "indexer_abi_files",
+        "indexer_abi_addresses",
+        "admin_networks",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -240,7 +259,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            if self.jwt_secret.get_secret_value() == "local-only-not-a-secret":
+            if self.jwt_secret.get_secret_value() == LOCAL_JWT_SECRET:
                 raise ValueError(
                     "jwt_secret: set LUDEX_JWT_SECRET; the default is for local use only"
                 )

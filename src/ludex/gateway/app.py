@@ -22,6 +22,8 @@ from ulid import ULID
 from ludex import __version__
 from ludex.errors import LudexError
 from ludex.events import catalog
+from ludex.gateway.auth import AccessDenied, AuthError, AuthService
+from ludex.gateway.auth_routes import create_auth_router
 from ludex.ops import metrics
 from ludex.ops.health import check_backends, report
 from ludex.ops.logging import bind_ids
@@ -89,10 +91,17 @@ def create_app(container: Container) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            429: "rate_limited",
+        }.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail), getattr(request.state, "request_id", None)),
             status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -128,6 +137,32 @@ def create_app(container: Container) -> FastAPI:
     from ludex.wagering.api import create_router as wallet_router
 
     app.include_router(wallet_router(container.store, container.kv, container.settings))
+
+    settings = container.settings
+    auth = AuthService(
+        container.kv,
+        settings.jwt_secret.get_secret_value(),
+        domain=settings.siwe_domain,
+        chain_id=settings.siwe_chain_id,
+        access_ttl=settings.access_token_seconds,
+        refresh_ttl=settings.refresh_token_seconds,
+    )
+    app.state.auth = auth
+    app.include_router(create_auth_router(auth, container.kv, settings))
+
+    @app.exception_handler(AuthError)
+    async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        return JSONResponse(
+            error_body("unauthorized", str(exc), request.state.request_id),
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(AccessDenied)
+    async def forbidden(request: Request, exc: AccessDenied) -> JSONResponse:
+        return JSONResponse(
+            error_body("forbidden", str(exc), request.state.request_id), status_code=403
+        )
 
     @app.get("/v1/events/catalog", tags=["events"], summary="Every event type and its schema")
     async def event_catalog() -> list[dict[str, Any]]:
