@@ -97,3 +97,9 @@ def test_production_refuses_local_defaults() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(environment="production", jwt_secret="x" * 32)
     assert "anvil://" in str(info.value)
+
+
+def test_a_short_jwt_secret_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError, match="LUDEX_JWT_SECRET") as caught:
+        load_settings(jwt_secret="short-secret-value")
+    assert "short-secret-value" not in str(caught.value)

@@ -224,6 +224,13 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (for example: openssl rand -hex 32)")
+        return value
+
     @field_validator("secrets_key")
     @classmethod
     def _secrets_key(cls, value: SecretStr | None) -> SecretStr | None:
