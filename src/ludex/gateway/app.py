@@ -150,6 +150,13 @@ def create_app(container: Container) -> FastAPI:
     app.state.auth = auth
     app.include_router(create_auth_router(auth, container.kv, settings))
 
+    from ludex.realtime import Hub, MemoryHistory
+    from ludex.realtime.ws import stream_endpoint
+
+    hub = Hub(MemoryHistory())
+    app.state.hub = hub
+    app.add_api_websocket_route("/v1/stream", stream_endpoint(hub, auth))
+
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
         return JSONResponse(

@@ -122,6 +122,11 @@ class Connection:
             self._replayed += 1
             self._ready.set()
 
+    def send_control(self, frame: bytes) -> None:
+        """Queue a reply to the client's own request (ack, pong, error): it never counts
+        against ``max_queue``, since the client asked for it."""
+        self._replay(frame)
+
     def _close(self, reason: str) -> None:
         if self.close_reason is None:
             self.close_reason = reason
