@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,7 +61,6 @@ from ludex.adapters.chain.jsonrpc import parse_quantity
 from ludex.adapters.sql.outbox import add_to_outbox
 from ludex.adapters.sql.store import SqlStore
 from ludex.adapters.sql.tables import idx_pending_transactions, idx_transactions
-from ludex.config import redact_url
 from ludex.errors import BackendUnavailable, ChainError, ChainRpcError, ConfigError, StoreError
 from ludex.events import (
     ChainTxDropped,
@@ -73,7 +71,7 @@ from ludex.events import (
     new_event,
 )
 from ludex.indexer.parse import Fields
-from ludex.indexer.source import RpcSource, unsupported
+from ludex.indexer.source import RpcSource, SubscriptionRefused, subscribe, unsupported
 
 log = structlog.get_logger(__name__)
 
@@ -824,44 +822,25 @@ class MempoolWatcher:
     async def listen(self, ws_url: str, stop: asyncio.Event, *, retry_s: float = 1.0) -> None:
         """Collect ``newPendingTransactions`` hashes until ``stop`` is set (sets
         :attr:`wake`); reconnects after ``retry_s`` when the socket fails."""
-        import websockets
 
-        while not stop.is_set():
-            try:
-                async with websockets.connect(ws_url, open_timeout=5) as socket:
-                    await socket.send(
-                        json.dumps(
-                            {
-                                "jsonrpc": "2.0",
-                                "id": 1,
-                                "method": "eth_subscribe",
-                                "params": ["newPendingTransactions"],
-                            }
-                        )
-                    )
-                    while not stop.is_set():
-                        try:
-                            message = await asyncio.wait_for(socket.recv(), timeout=0.5)
-                        except TimeoutError:
-                            continue
-                        data = json.loads(message)
-                        if not isinstance(data, dict):
-                            continue
-                        if data.get("id") == 1 and "error" in data:
-                            log.warning("mempool.no_subscription", error=str(data["error"]))
-                            return
-                        result = (data.get("params") or {}).get("result")
-                        if isinstance(result, dict):  # nodes that send whole transactions
-                            result = result.get("hash")
-                        if isinstance(result, str) and _HASH.fullmatch(result):
-                            self._heard.add(result.lower())
-                            self.wake.set()
-            except (OSError, ChainError, ValueError, websockets.WebSocketException) as exc:
-                log.info(
-                    "mempool.subscription_lost", url=redact_url(ws_url), error=type(exc).__name__
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=retry_s)
+        def heard(result: Any) -> None:
+            if isinstance(result, dict):  # nodes that send whole transactions
+                result = result.get("hash")
+            if isinstance(result, str) and _HASH.fullmatch(result):
+                self._heard.add(result.lower())
+                self.wake.set()
+
+        try:
+            await subscribe(
+                ws_url,
+                "newPendingTransactions",
+                heard,
+                stop,
+                retry_s=retry_s,
+                label="mempool.subscription",
+            )
+        except SubscriptionRefused as exc:
+            log.warning("mempool.no_subscription", error=str(exc))
 
     # --- fate ------------------------------------------------------------------------------
 

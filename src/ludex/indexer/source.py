@@ -507,38 +507,59 @@ def _raise_error(what: str, err: Any) -> None:
     raise ChainRpcError(f"{what}: node error: {err!r}")
 
 
-async def watch_new_heads(
-    ws_url: str, on_head: Callable[[int], None], stop: asyncio.Event, *, retry_s: float = 1.0
+class SubscriptionRefused(ChainError):
+    """The node answered ``eth_subscribe`` with an error (it has no such subscription)."""
+
+
+async def subscribe(
+    ws_url: str,
+    kind: str,
+    on_result: Callable[[Any], None],
+    stop: asyncio.Event,
+    *,
+    retry_s: float = 1.0,
+    label: str = "subscription",
 ) -> None:
-    """Call ``on_head(number)`` for each ``newHeads`` notification until ``stop`` is set;
-    reconnects after ``retry_s`` when the socket fails (polling covers the gap)."""
+    """``eth_subscribe [kind]`` over a WebSocket: call ``on_result(result)`` for each
+    notification until ``stop`` is set; reconnect after ``retry_s`` when the socket fails
+    (polling covers the gap). A node refusing the subscription raises
+    :class:`SubscriptionRefused`."""
     import websockets
 
+    request = {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": [kind]}
     while not stop.is_set():
         try:
             async with websockets.connect(ws_url, open_timeout=5) as socket:
-                await socket.send(
-                    json.dumps(
-                        {
-                            "jsonrpc": "2.0",
-                            "id": 1,
-                            "method": "eth_subscribe",
-                            "params": ["newHeads"],
-                        }
-                    )
-                )
+                await socket.send(json.dumps(request))
                 while not stop.is_set():
                     try:
                         message = await asyncio.wait_for(socket.recv(), timeout=0.5)
                     except TimeoutError:
                         continue
                     data = json.loads(message)
-                    result = (
-                        data.get("params", {}).get("result") if isinstance(data, dict) else None
-                    )
-                    if isinstance(result, dict) and "number" in result:
-                        on_head(parse_quantity(result["number"], "newHeads number"))
+                    if not isinstance(data, dict):
+                        continue
+                    if data.get("id") == 1 and "error" in data:
+                        raise SubscriptionRefused(f"eth_subscribe {kind}: {data['error']!r}")
+                    params = data.get("params")
+                    if isinstance(params, dict) and "result" in params:
+                        on_result(params["result"])
+        except SubscriptionRefused:
+            raise
         except (OSError, ChainError, ValueError, websockets.WebSocketException) as exc:
-            log.info("indexer.new_heads_lost", url=redact_url(ws_url), error=type(exc).__name__)
+            log.info(f"{label}_lost", url=redact_url(ws_url), error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=retry_s)
+
+
+async def watch_new_heads(
+    ws_url: str, on_head: Callable[[int], None], stop: asyncio.Event, *, retry_s: float = 1.0
+) -> None:
+    """Call ``on_head(number)`` for each ``newHeads`` notification until ``stop`` is set;
+    reconnects after ``retry_s`` when the socket fails (polling covers the gap)."""
+
+    def heard(result: Any) -> None:
+        if isinstance(result, dict) and "number" in result:
+            on_head(parse_quantity(result["number"], "newHeads number"))
+
+    await subscribe(ws_url, "newHeads", heard, stop, retry_s=retry_s, label="indexer.new_heads")
