@@ -6,7 +6,7 @@ repaired on resume, and every transaction, log and transfer has its event and ke
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,35 +31,7 @@ from ludex.indexer.pipeline import Indexer
 from ludex.indexer.source import RpcSource
 from ludex.indexer.store import IndexStore
 from ludex.ports.olap import AnalyticsStore
-from tests.chain.vault_env import anvil_node
-from tests.contract.sql_backends import started_store
 from tests.indexer.test_pipeline import CHAIN_ID, generate, node_hashes, rpc, send_native
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    with anvil_node() as url:
-        yield url
-
-
-@pytest.fixture
-async def chain(node_url: str) -> AsyncIterator[JsonRpcChain]:
-    client = JsonRpcChain(node_url)
-    await client.start()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with started_store(f"sqlite:///{tmp_path}/index.db") as s:
-        yield s
-
-
-@pytest.fixture
-async def source(node_url: str) -> AsyncIterator[RpcSource]:
-    async with RpcSource([node_url], max_batch=7) as s:
-        yield s
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,9 @@ from ludex.indexer.bus_events import ALL_EVENTS, EVENT_DECODED, json_safe
 from ludex.indexer.metrics import ABI_CACHE_HIT_RATE
 from ludex.indexer.pipeline import Indexer
 from ludex.indexer.source import RpcSource
-from tests.chain.vault_env import ETHER, anvil_node, funded
-from tests.contract.sql_backends import started_store
+from tests.chain.vault_env import ETHER, funded
 
 ZERO = "0x" + "00" * 20
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    with anvil_node() as url:
-        yield url
-
-
-@pytest.fixture
-async def chain(node_url: str) -> AsyncIterator[JsonRpcChain]:
-    client = JsonRpcChain(node_url)
-    await client.start()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with started_store(f"sqlite:///{tmp_path}/index.db") as s:
-        yield s
 
 
 async def decoded(store: SqlStore) -> list[tuple[str, ChainEventDecoded]]:

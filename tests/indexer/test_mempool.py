@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from ludex.indexer.mempool import (
 )
 from ludex.indexer.pipeline import Indexer
 from ludex.indexer.source import RpcSource
-from tests.chain.vault_env import ETHER, GWEI, anvil_node
+from tests.chain.vault_env import ETHER, GWEI
 from tests.contract.sql_backends import fresh_database, started_store
 
 CHAIN_ID = 31337
@@ -144,12 +144,6 @@ def test_the_fate_of_a_transaction_the_node_no_longer_has() -> None:
 
 
 # --- anvil and the store ----------------------------------------------------------------
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    with anvil_node() as url:
-        yield url
 
 
 @pytest.fixture

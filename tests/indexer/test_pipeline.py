@@ -4,7 +4,6 @@ a crash in the middle of a range, reorgs of several depths, PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,37 +27,11 @@ from ludex.events import decode
 from ludex.indexer.pipeline import Indexer
 from ludex.indexer.source import RpcSource
 from ludex.indexer.store import IndexStore
-from tests.chain.vault_env import ETHER, anvil_node, funded
+from tests.chain.vault_env import ETHER, funded
 from tests.contract.sql_backends import fresh_database, started_store
 
 CHAIN_ID = 31337
 ROW_TABLES: list[Table] = [idx_transactions, idx_logs, idx_token_transfers, idx_contracts]
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    with anvil_node() as url:
-        yield url
-
-
-@pytest.fixture
-async def chain(node_url: str) -> AsyncIterator[JsonRpcChain]:
-    client = JsonRpcChain(node_url)
-    await client.start()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with started_store(f"sqlite:///{tmp_path}/index.db") as s:
-        yield s
-
-
-@pytest.fixture
-async def source(node_url: str) -> AsyncIterator[RpcSource]:
-    async with RpcSource([node_url], max_batch=7) as s:
-        yield s
 
 
 async def generate(chain: JsonRpcChain) -> None:

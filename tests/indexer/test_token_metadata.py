@@ -4,8 +4,7 @@ generated chain backfilled into ``idx_tokens``; a reorg that orphans a token).""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -30,8 +29,7 @@ from ludex.indexer.token_metadata import (
     decode_decimals,
     decode_text,
 )
-from tests.chain.vault_env import anvil_node, funded
-from tests.contract.sql_backends import started_store
+from tests.chain.vault_env import funded
 from tests.indexer.parse_chain import generate
 
 CHAIN_ID = 31337
@@ -186,24 +184,6 @@ async def test_a_node_that_is_down_fails_the_read_instead_of_storing_nulls(
 
 
 # --- the pipeline on anvil ----------------------------------------------------------
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    with anvil_node() as url:
-        yield url
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with started_store(f"sqlite:///{tmp_path}/index.db") as s:
-        yield s
-
-
-@pytest.fixture
-async def source(node_url: str) -> AsyncIterator[RpcSource]:
-    async with RpcSource([node_url], max_batch=7) as s:
-        yield s
 
 
 async def stored_tokens(store: SqlStore) -> dict[str, tuple[Any, ...]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from ludex.config import load_settings
 from ludex.errors import ChainError
 from ludex.indexer import analytics as olap_rows
 from ludex.indexer.model import BlockBundle
-from ludex.indexer.pipeline import BlockSource, Outputs
+from ludex.indexer.pipeline import NO_OUTPUTS, BlockSource, Outputs
 from ludex.indexer.source import RpcSource
 from ludex.indexer.store import IndexStore, RowCounts
 from ludex.indexer.workers import (
@@ -39,32 +39,10 @@ from ludex.indexer.workers import (
 )
 from ludex.ports.kv import KeyValue
 from ludex.ports.olap import AnalyticsStore
-from tests.chain.vault_env import anvil_node
 from tests.conftest import service_url
-from tests.contract.sql_backends import started_store
 from tests.indexer.test_pipeline import assert_store_equals_node, events, generate, rpc
 
 CHAIN_ID = 31337
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    with anvil_node() as url:
-        yield url
-
-
-@pytest.fixture
-async def chain(node_url: str) -> AsyncIterator[JsonRpcChain]:
-    client = JsonRpcChain(node_url)
-    await client.start()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with started_store(f"sqlite:///{tmp_path}/index.db") as s:
-        yield s
 
 
 @pytest.fixture
@@ -134,6 +112,32 @@ def test_plan_ranges_covers_the_interval_without_overlap() -> None:
     for first, last, size in [(0, 99, 7), (10, 10, 1), (1, 1000, 1000)]:
         blocks = [n for a, b in plan_ranges(first, last, size) for n in range(a, b + 1)]
         assert blocks == list(range(first, last + 1))
+
+
+def small_ranges(
+    store: SqlStore,
+    source: BlockSource,
+    kv: KeyValue,
+    head: int,
+    owner: str,
+    outputs: Outputs = NO_OUTPUTS,
+) -> BackfillWorker:
+    """A worker on ranges of 6 blocks written 3 at a time, with a 0.6 s lease (a killed
+    worker's range is taken over quickly)."""
+    return BackfillWorker(
+        store,
+        source,
+        kv,
+        chain_id=CHAIN_ID,
+        first=0,
+        last=head,
+        range_blocks=6,
+        batch_blocks=3,
+        lease_seconds=0.6,
+        poll_interval=0.05,
+        owner=owner,
+        outputs=outputs,
+    )
 
 
 async def three_workers(
@@ -212,19 +216,7 @@ async def test_a_killed_worker_range_is_taken_over_once_after_its_lease_lapses(
     gated = GatedSource(source, hold_at=1)  # the second batch of its first range
 
     def worker(src: BlockSource, owner: str) -> BackfillWorker:
-        return BackfillWorker(
-            store,
-            src,
-            kv,
-            chain_id=CHAIN_ID,
-            first=0,
-            last=head,
-            range_blocks=6,
-            batch_blocks=3,
-            lease_seconds=0.6,
-            poll_interval=0.05,
-            owner=owner,
-        )
+        return small_ranges(store, src, kv, head, owner)
 
     victim = worker(gated, "victim")
     task = asyncio.create_task(victim.run())
@@ -441,20 +433,7 @@ async def test_range_workers_write_clickhouse_and_a_worker_killed_between_the_st
         stuck = StuckAnalytics(olap, hold_at=5)
 
         def worker(outputs: Outputs, owner: str) -> BackfillWorker:
-            return BackfillWorker(
-                store,
-                source,
-                kv,
-                chain_id=CHAIN_ID,
-                first=0,
-                last=head,
-                range_blocks=6,
-                batch_blocks=3,
-                lease_seconds=0.6,
-                poll_interval=0.05,
-                owner=owner,
-                outputs=outputs,
-            )
+            return small_ranges(store, source, kv, head, owner, outputs)
 
         victim = worker(Outputs(analytics=cast(AnalyticsStore, stuck)), "victim")
         task = asyncio.create_task(victim.run())

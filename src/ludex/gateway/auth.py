@@ -627,22 +627,24 @@ def _unauthorized(exc: AuthError) -> HTTPException:
 
 
 def require(
-    permission: str, *, allow: IpAllowList | None = None
+    permission: str | None, *, allow: IpAllowList | None = None
 ) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency admitting callers with ``permission``: a role name
-    (``player``, ``admin``, ``operator``, checked on a bearer JWT) or a scope
-    (``resource:action``, checked on an ``X-API-Key``). ``allow`` restricts the client
-    address first. The :class:`AuthService` is ``request.app.state.auth``.
+    (``player``, ``admin``, ``operator``, checked on a bearer JWT), a scope
+    (``resource:action``, checked on an ``X-API-Key``), or None for any valid token or
+    key. ``allow`` restricts the client address first. The :class:`AuthService` is
+    ``request.app.state.auth``.
 
     Answers 401 for missing or invalid credentials and 403 for a missing role or scope
     or a client outside ``allow``.
     """
+    role: str | None = None
+    scope: str | None = None
     if permission in ROLES:
-        role: str | None = permission
-        scope: str | None = None
-    else:
+        role = permission
+    elif permission is not None:
         _check_scopes([permission])
-        role, scope = None, permission
+        scope = permission
 
     async def dependency(request: Request) -> Principal:
         if allow is not None:

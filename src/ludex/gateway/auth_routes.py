@@ -88,7 +88,7 @@ def create_auth_router(service: AuthService, kv: KeyValue, settings: Settings) -
     )
     router = APIRouter(tags=["auth"], dependencies=[limit])
     admin_networks = IpAllowList(settings.admin_networks)
-    any_caller = require_any(service)
+    any_caller = require(None)
     admin = require("admin", allow=admin_networks)
 
     @router.get("/v1/auth/nonce", summary="A one-time nonce for a SIWE message")
@@ -152,26 +152,3 @@ def create_auth_router(service: AuthService, kv: KeyValue, settings: Settings) -
         return Response(status_code=204)
 
     return router
-
-
-def require_any(service: AuthService) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency admitting any valid bearer token (whatever its roles) or API key."""
-
-    async def dependency(request: Request) -> Principal:
-        bearer = request.headers.get("authorization", "")
-        api_key = request.headers.get("x-api-key")
-        scheme, _, token = bearer.partition(" ")
-        try:
-            if bearer and api_key:
-                raise AuthError("send either a bearer token or an API key, not both")
-            if bearer:
-                if scheme.lower() != "bearer" or not token.strip():
-                    raise AuthError("Authorization must be 'Bearer <token>'")
-                return await service.verify(token.strip())
-            if api_key:
-                return await service.check_api_key(api_key, None)
-            raise AuthError("credentials required: a bearer token or an X-API-Key")
-        except AuthError as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-
-    return dependency

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,14 +51,12 @@ from typing import Any, Final, Literal, Protocol, cast
 
 import structlog
 from prometheus_client import Counter, Gauge
-from sqlalchemy import CursorResult, Table, and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert
 
 from ludex.adapters.chain.jsonrpc import parse_quantity
 from ludex.adapters.sql.outbox import add_to_outbox
-from ludex.adapters.sql.store import SqlStore
+from ludex.adapters.sql.store import SqlStore, insert_ignore
 from ludex.adapters.sql.tables import idx_pending_transactions, idx_transactions
 from ludex.errors import BackendUnavailable, ChainError, ChainRpcError, ConfigError, StoreError
 from ludex.events import (
@@ -70,7 +67,7 @@ from ludex.events import (
     Envelope,
     new_event,
 )
-from ludex.indexer.parse import Fields
+from ludex.indexer.fields import HASH, Fields
 from ludex.indexer.source import RpcSource, SubscriptionRefused, subscribe, unsupported
 
 log = structlog.get_logger(__name__)
@@ -82,7 +79,6 @@ DROPPED: Final = "dropped"
 
 Discovery = Literal["auto", "txpool", "filter", "none"]
 
-_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
 _CHUNK: Final = 500  # keys per IN (...) list
 
 # --- metrics (recorded after each commit, never before) ------------------------------
@@ -258,7 +254,7 @@ def parse_hashes(raw: Any, where: str) -> list[str]:
         raise ChainError(f"{where}: expected a list of hashes, got {type(raw).__name__}")
     out = []
     for i, value in enumerate(raw):
-        if not isinstance(value, str) or not _HASH.fullmatch(value):
+        if not isinstance(value, str) or not HASH.fullmatch(value):
             raise ChainError(f"{where}: [{i}]: expected a 32-byte 0x-hex hash, got {value!r}")
         out.append(value.lower())
     return out
@@ -348,15 +344,6 @@ def pending_event(tx: PendingTransaction, producer: str) -> Envelope:
         key=tx.sender,
         producer=producer,
     )
-
-
-def insert_ignore(dialect: str, table: Table) -> Insert:
-    """An INSERT that skips rows whose key exists (the pattern of ``IndexStore``)."""
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    return insert(table).prefix_with("IGNORE")
 
 
 async def _changed(session: AsyncSession, statement: Any) -> bool:
@@ -826,7 +813,7 @@ class MempoolWatcher:
         def heard(result: Any) -> None:
             if isinstance(result, dict):  # nodes that send whole transactions
                 result = result.get("hash")
-            if isinstance(result, str) and _HASH.fullmatch(result):
+            if isinstance(result, str) and HASH.fullmatch(result):
                 self._heard.add(result.lower())
                 self.wake.set()
 

@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from ludex.adapters.sql.store import SqlStore
+from ludex.adapters.sql.store import SqlStore, insert_ignore
 from ludex.adapters.sql.tables import (
     idx_balance_changes,
     idx_blocks,
@@ -228,12 +227,7 @@ class IndexStore:
 
     def _insert_ignore(self, table: Table) -> Insert:
         """An INSERT that skips rows whose key exists (a concurrent writer's rows)."""
-        dialect = self.store.dialect
-        if dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        if dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing()
-        return insert(table).prefix_with("IGNORE")
+        return insert_ignore(self.store.dialect, table)
 
     async def write(self, session: AsyncSession, bundles: Sequence[BlockBundle]) -> Written:
         """Insert every row of ``bundles``; blocks already stored with the same hash are

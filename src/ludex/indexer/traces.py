@@ -30,12 +30,12 @@ Pure: no I/O. Frames are walked with an explicit stack, so a 1024-deep call chai
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ludex.errors import ChainError
+from ludex.indexer.fields import Fields
 from ludex.indexer.model import Block, ContractCreation, InternalTransfer, Receipt, Transaction
 
 FRAME_TYPES: Final = frozenset(
@@ -43,10 +43,6 @@ FRAME_TYPES: Final = frozenset(
 )
 CREATES: Final = frozenset({"CREATE", "CREATE2"})
 MOVES_VALUE: Final = frozenset({"CALL", "CREATE", "CREATE2", "SELFDESTRUCT"})
-
-_QUANTITY: Final = re.compile(r"0x[0-9a-fA-F]+")
-_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
-_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,36 +53,8 @@ class Traces:
     transfers: tuple[InternalTransfer, ...]
 
 
-class _Frame:
+class _Frame(Fields):
     """Typed reads of one frame; every error names the block, transaction and frame."""
-
-    def __init__(self, raw: Any, where: str) -> None:
-        if not isinstance(raw, Mapping):
-            raise ChainError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-        self.raw = raw
-        self.where = where
-
-    def fail(self, key: str, problem: str) -> ChainError:
-        return ChainError(f"{self.where}: {key}: {problem}")
-
-    def matched(self, key: str, pattern: re.Pattern[str], what: str) -> str | None:
-        value = self.raw.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not pattern.fullmatch(value):
-            shown = value if not isinstance(value, str) or len(value) <= 80 else value[:80] + "..."
-            raise self.fail(key, f"expected {what}, got {shown!r}")
-        return value
-
-    def address(self, key: str) -> str:
-        value = self.optional_address(key)
-        if value is None:
-            raise self.fail(key, "is null" if key in self.raw else "is missing")
-        return value
-
-    def optional_address(self, key: str) -> str | None:
-        value = self.matched(key, _ADDRESS, "a 20-byte 0x-hex address")
-        return None if value is None else value.lower()
 
     def target(self, kind: str, reverted: bool) -> str | None:
         """The frame's ``to``: a reverted creation may have none (no contract was made)."""
@@ -96,8 +64,7 @@ class _Frame:
 
     def value(self) -> int:
         """The frame's ``value`` (absent: nothing moved, as for a STATICCALL)."""
-        value = self.matched("value", _QUANTITY, "a 0x-hex quantity")
-        return 0 if value is None else int(value, 16)
+        return self.optional_quantity("value") or 0
 
     def kind(self) -> str:
         kind = self.raw.get("type")
@@ -171,8 +138,8 @@ def block_traces(
     transfers: list[InternalTransfer] = []
     for tx, receipt, raw in zip(transactions, receipts, raw_traces, strict=True):
         entry = _Frame(raw, f"{where}[{tx.index}] ({tx.hash})")
-        given = entry.matched("txHash", _HASH, "a 32-byte 0x-hex hash")
-        if given is not None and given.lower() != tx.hash:
+        given = entry.optional_hash("txHash")
+        if given is not None and given != tx.hash:
             raise entry.fail("txHash", f"{given!r} differs from transaction {tx.index}'s hash")
         if entry.raw.get("error") is not None:
             raise entry.fail("error", f"the node could not trace it: {entry.raw['error']!r}")

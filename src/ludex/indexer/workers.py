@@ -248,6 +248,42 @@ async def _sleep(stop: asyncio.Event | None, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def run_leased(
+    kv: KeyValue,
+    name: str,
+    owner: str,
+    lease_seconds: float,
+    stop: asyncio.Event,
+    work: Callable[[_LeaseKeeper, asyncio.Event], Awaitable[None]],
+) -> None:
+    """Until ``stop``: take the lease ``name`` when it is free and run ``work(keeper,
+    inner)`` while holding it. ``inner`` is set when ``stop`` is set or the lease is lost
+    (renewed every third of ``lease_seconds``); the lease is released after, unless lost.
+    Others retry every third of the lease, so one takes over about a lease after a holder
+    dies."""
+    while not stop.is_set():
+        lease = await kv.acquire_lock(name, owner, lease_seconds)
+        if lease is None:
+            await _sleep(stop, lease_seconds / 3)
+            continue
+        keeper = _LeaseKeeper(kv, lease, lease_seconds)
+        inner = asyncio.Event()
+
+        async def watch(keeper: _LeaseKeeper = keeper, inner: asyncio.Event = inner) -> None:
+            await keeper.keep(None, stop)
+            inner.set()
+
+        watching = asyncio.ensure_future(watch())
+        try:
+            await work(keeper, inner)
+        except LockLost:
+            pass
+        finally:
+            watching.cancel()
+        if not keeper.lost.is_set():
+            await kv.release_lock(keeper.lease)
+
+
 class BackfillWorker:
     """A stateless backfill worker: takes free ranges of ``[first, last]`` through leases
     until every range is done (see the module docstring)."""
@@ -418,17 +454,16 @@ class ElectedFollower:
         """The pipeline while leading (set ``indexer.wake`` on newHeads)."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        name = follower_lock(self.chain_id, self.name)
-        while not stop.is_set():
-            lease = await self.kv.acquire_lock(name, self.owner, self.lease_seconds)
-            if lease is None:
-                await _sleep(stop, self.lease_seconds / 3)
-                continue
-            await self._lead(lease, stop)
+        await run_leased(
+            self.kv,
+            follower_lock(self.chain_id, self.name),
+            self.owner,
+            self.lease_seconds,
+            stop,
+            self._lead,
+        )
 
-    async def _lead(self, lease: Lease, stop: asyncio.Event) -> None:
-        keeper = _LeaseKeeper(self.kv, lease, self.lease_seconds)
-        inner = asyncio.Event()
+    async def _lead(self, keeper: _LeaseKeeper, inner: asyncio.Event) -> None:
         indexer = FencedIndexer(
             self.store,
             self.source,
@@ -441,28 +476,17 @@ class ElectedFollower:
             producer=self.producer,
             outputs=self.outputs,
         )
-
-        async def watch() -> None:
-            await keeper.keep(None, stop)
-            inner.set()
-
         label = str(self.chain_id)
         self.leading, self.indexer = True, indexer
         metrics.FOLLOWER.labels(label).set(1)
-        log.info("indexer.follower_elected", owner=self.owner, token=lease.token)
-        watching = asyncio.ensure_future(watch())
+        log.info("indexer.follower_elected", owner=self.owner, token=keeper.lease.token)
         try:
             await indexer.follow(inner, start=self.start)
-        except LockLost:
-            pass
         finally:
-            watching.cancel()
             self.leading, self.indexer = False, None
             metrics.FOLLOWER.labels(label).set(0)
-        if keeper.lost.is_set():
-            log.warning("indexer.follower_lost", owner=self.owner)
-        else:
-            await self.kv.release_lock(keeper.lease)
+            if keeper.lost.is_set():
+                log.warning("indexer.follower_lost", owner=self.owner)
 
 
 class IdleIndexer:
@@ -569,15 +593,8 @@ class IndexerService:
         """Watch the mempool while this process holds its lease (one watcher at a time:
         the writes are idempotent, the lease only saves the node from N pool polls)."""
         s = self.settings
-        owner = new_owner()
-        name = f"indexer:{chain_id}:{s.indexer_name}:mempool"
-        while not stop.is_set():
-            lease = await self.kv.acquire_lock(name, owner, s.indexer_lease_seconds)
-            if lease is None:
-                await _sleep(stop, s.indexer_lease_seconds / 3)
-                continue
-            keeper = _LeaseKeeper(self.kv, lease, s.indexer_lease_seconds)
-            inner = asyncio.Event()
+
+        async def watch(_keeper: _LeaseKeeper, inner: asyncio.Event) -> None:
             watcher = MempoolWatcher(
                 self.store,
                 rpc,
@@ -587,19 +604,11 @@ class IndexerService:
                 drop_after=s.indexer_mempool_drop_after,
                 producer=s.service_name,
             )
+            log.info("indexer.mempool_watching")
+            await watcher.run(inner)
 
-            async def keep(keeper: _LeaseKeeper = keeper, inner: asyncio.Event = inner) -> None:
-                await keeper.keep(None, stop)
-                inner.set()
-
-            keeping = asyncio.ensure_future(keep())
-            log.info("indexer.mempool_watching", owner=owner)
-            try:
-                await watcher.run(inner)
-            finally:
-                keeping.cancel()
-            if not keeper.lost.is_set():
-                await self.kv.release_lock(keeper.lease)
+        name = f"indexer:{chain_id}:{s.indexer_name}:mempool"
+        await run_leased(self.kv, name, new_owner(), s.indexer_lease_seconds, stop, watch)
 
     async def _backfill_to(self, chain_id: int, source: BlockSource) -> int:
         key = f"indexer:{chain_id}:{self.settings.indexer_name}:backfill_to"

@@ -21,18 +21,16 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ludex.adapters.kv.redis import redis_errors
 from ludex.config import redact_url
-from ludex.errors import BackendError, BackendUnavailable, ConfigError, LudexError
+from ludex.errors import BackendError, ConfigError, LudexError
 
 JsonValue = Any
 """A value ``json.dumps`` accepts without help (dict, list, str, int, float, bool, None)."""
@@ -370,14 +368,5 @@ class RedisHistory:
         with self._errors("close"):
             await self._client.aclose()
 
-    @contextmanager
-    def _errors(self, op: str) -> Iterator[None]:
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendUnavailable(
-                f"redis history at {self._where} is unreachable ({op}): {exc}; "
-                "check that the server is running and the URL is right"
-            ) from exc
-        except RedisError as exc:
-            raise BackendError(f"redis history at {self._where} failed during {op}: {exc}") from exc
+    def _errors(self, op: str) -> AbstractContextManager[None]:
+        return redis_errors(f"redis history at {self._where}", op)

@@ -58,15 +58,14 @@ class _Refused(Exception):
 
 
 def _reply(
-    msg_type: str, data: JsonValue, channel: str | None = None, **position: Any
+    msg_type: str,
+    data: JsonValue,
+    channel: str | None = None,
+    epoch: str | None = None,
+    seq: int | None = None,
 ) -> dict[str, JsonValue]:
-    return {
-        "channel": channel,
-        "epoch": position.get("epoch"),
-        "seq": position.get("seq"),
-        "type": msg_type,
-        "data": data,
-    }
+    """A reply on the stream's one envelope."""
+    return {"channel": channel, "epoch": epoch, "seq": seq, "type": msg_type, "data": data}
 
 
 def stream_endpoint(

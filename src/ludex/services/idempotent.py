@@ -31,9 +31,9 @@ from typing import Any, cast
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import CursorResult, Insert
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ludex.adapters.sql.store import insert_ignore
 from ludex.adapters.sql.tables import CONSUMER_LENGTH, EVENT_ID_LENGTH, processed_events
 from ludex.errors import StoreError
 from ludex.events import Envelope
@@ -52,15 +52,9 @@ log = structlog.get_logger(__name__)
 
 
 def _insert_ignore(dialect: str, values: dict[str, Any]) -> Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(processed_events).values(**values).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(processed_events).values(**values).on_conflict_do_nothing()
-    if dialect in {"mysql", "mariadb"}:
-        # INSERT IGNORE also downgrades other errors to warnings; the arguments are
-        # checked in process_once, so a duplicate key is the only one left.
-        return mysql.insert(processed_events).values(**values).prefix_with("IGNORE")
-    raise StoreError(f"process_once does not support the {dialect!r} dialect")
+    # INSERT IGNORE (MySQL) also downgrades other errors to warnings; the arguments are
+    # checked in process_once, so a duplicate key is the only one left.
+    return insert_ignore(dialect, processed_events).values(**values)
 
 
 async def process_once(session: AsyncSession, consumer: str, event_id: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -155,6 +155,22 @@ def _lease_ms(lease_seconds: float) -> int:
 
 def _lock_value(token: int, owner: str) -> str:
     return f"{token}|{owner}"
+
+
+@contextmanager
+def redis_errors(what: str, op: str, url_name: str = "the URL") -> Iterator[None]:
+    """Redis client errors as ludex errors: unreachable (connection refused or dropped, a
+    timeout) as BackendUnavailable, anything else as BackendError; ``what`` names the
+    server (no password) and ``op`` the operation."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise BackendUnavailable(
+            f"{what} is unreachable ({op}): {exc}; "
+            f"check that the server is running and {url_name} is right"
+        ) from exc
+    except RedisError as exc:
+        raise BackendError(f"{what} failed during {op}: {exc}") from exc
 
 
 class RedisKeyValue:
@@ -369,14 +385,5 @@ class RedisKeyValue:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @contextmanager
-    def _errors(self, op: str) -> Iterator[None]:
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendUnavailable(
-                f"redis at {self._where} is unreachable ({op}): {exc}; "
-                "check that the server is running and the cache URL is right"
-            ) from exc
-        except RedisError as exc:
-            raise BackendError(f"redis at {self._where} failed during {op}: {exc}") from exc
+    def _errors(self, op: str) -> AbstractContextManager[None]:
+        return redis_errors(f"redis at {self._where}", op, "the cache URL")

@@ -38,8 +38,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -49,6 +50,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.dml import Insert
 
 from ludex.config import redact_url
 from ludex.errors import BackendUnavailable, ConfigError, LudexError, StoreError
@@ -156,6 +158,19 @@ def _on_sqlite_begin(connection: Connection) -> None:
     # for (or blocks) the writer. Every other one takes the write lock at once.
     read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def insert_ignore(dialect: str, table: Table) -> Insert:
+    """An INSERT that skips rows whose key already exists (written by another writer or
+    an earlier attempt): ON CONFLICT DO NOTHING on PostgreSQL and SQLite, INSERT IGNORE on
+    MySQL / MariaDB (which also turns other errors into warnings: validate first)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect in {"mysql", "mariadb"}:
+        return mysql.insert(table).prefix_with("IGNORE")
+    raise StoreError(f"insert_ignore does not support the {dialect!r} dialect")
 
 
 class SqlStore:
