@@ -524,5 +524,53 @@ def bench_outbox(
     )
 
 
+@bench_app.command("realtime")
+def bench_realtime(
+    subscribers: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="Subscribers on one channel; repeat for several runs."),
+    ] = None,
+    tables: Annotated[
+        int, typer.Option(min=0, help="Table channels the largest run is spread over (0: skip).")
+    ] = 500,
+    messages: Annotated[
+        int | None,
+        typer.Option(min=1, help="Messages per channel (default: 200,000 deliveries per run)."),
+    ] = None,
+    client_processes: Annotated[
+        int | None, typer.Option(min=1, help="Client processes (default: CPUs - 1).")
+    ] = None,
+    peer: Annotated[
+        bool, typer.Option("--peer/--no-peer", help="Also run python-socketio on the same load.")
+    ] = True,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="200 subscribers, 20 tables, 20 messages.")
+    ] = False,
+) -> None:
+    """Stream fan-out: deliveries/s and p50/p99 latency of /v1/stream (1,000 and 5,000
+    subscribers on one channel, and spread over 500 tables), against python-socketio."""
+    from ludex.bench.realtime import QUICK, Options
+    from ludex.bench.realtime import run as run_bench
+
+    if quick:
+        options = Options(
+            subscribers=tuple(subscribers or QUICK.subscribers),
+            tables=QUICK.tables,
+            messages=QUICK.messages,
+            client_processes=client_processes,
+            peer=peer,
+        )
+    else:
+        options = Options(
+            subscribers=tuple(subscribers or (1_000, 5_000)),
+            tables=tables,
+            messages=messages,
+            client_processes=client_processes,
+            peer=peer,
+        )
+    _quiet_logs()
+    _bench_output(asyncio.run(run_bench(options)))
+
+
 def entrypoint() -> None:  # pragma: no cover - console script shim
     sys.exit(app())

@@ -9,9 +9,12 @@ the retained history (last ``max_messages`` messages, none older than
 and the new epoch.
 
 The Redis history assigns the sequence inside one Lua script (HINCRBY + XADD), so
-any number of processes publishing on one channel never reuse a sequence. This
-module must never let a ``redis`` exception escape (they become
-``BackendUnavailable`` or ``BackendError``) nor put a password in an error.
+any number of processes publishing on one channel never reuse a sequence. The same
+script PUBLISHes the stored message on the namespace's fan-out channel
+(:attr:`RedisHistory.fanout_channel`, payload: :func:`decode_fanout`), so every
+gateway process can deliver it (``ludex.realtime.fanout``). This module must never
+let a ``redis`` exception escape (they become ``BackendUnavailable`` or
+``BackendError``) nor put a password in an error.
 """
 
 from __future__ import annotations
@@ -227,9 +230,31 @@ class MemoryHistory:
         return None
 
 
+def decode_fanout(payload: bytes) -> Message:
+    """The message in a fan-out payload ``channel\\nepoch\\nseq\\ntype\\ndata``.
+
+    One flat line-separated record instead of JSON around JSON: the first four fields
+    never contain a newline (checked names, hex epochs, digits), ``data`` is last and
+    parsed once. Raises :class:`BackendError` if the payload is malformed.
+    """
+    try:
+        channel, epoch, seq, msg_type, data = payload.split(b"\n", 4)
+        return Message(
+            check_channel(channel.decode()),
+            epoch.decode(),
+            int(seq),
+            check_type(msg_type.decode()),
+            json.loads(data),
+        )
+    except (ValueError, RealtimeError) as exc:
+        raise BackendError(f"fan-out payload {payload[:80]!r} is malformed ({exc})") from None
+
+
 # KEYS[1] = meta hash {epoch, seq}, KEYS[2] = stream; ARGV = candidate epoch, type,
-# data, max messages, max age ms, idle ms. Stream ids are the server's time, so
-# MINID trims by age; the seq is a field.
+# data, max messages, max age ms, idle ms, fan-out pub/sub channel, channel name.
+# Stream ids are the server's time, so MINID trims by age; the seq is a field. The
+# PUBLISH runs in the same script, so every subscriber sees a channel's messages in
+# sequence order (decode_fanout reads the payload).
 _APPEND = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -240,6 +265,8 @@ local ms = tonumber(string.match(id, '^(%d+)'))
 redis.call('XTRIM', KEYS[2], 'MINID', tostring(ms - tonumber(ARGV[5])))
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[7],
+  ARGV[8] .. '\\n' .. epoch .. '\\n' .. seq .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 return {epoch, seq}
 """
 
@@ -288,6 +315,8 @@ class RedisHistory:
         if not idle_ttl >= max_age:
             raise ConfigError(f"history idle_ttl ({idle_ttl}) must be >= max_age ({max_age})")
         self.namespace = namespace
+        self.fanout_channel = f"{namespace}fanout"
+        """The pub/sub channel every append is published on (one for all channels)."""
         self._max_messages = max_messages
         self._max_age_ms = max(1, int(max_age * 1000))
         self._idle_ms = max(1, int(idle_ttl * 1000))
@@ -319,6 +348,8 @@ class RedisHistory:
             self._max_messages,
             self._max_age_ms,
             self._idle_ms,
+            self.fanout_channel,
+            channel,
         ]
         with self._errors("append"):
             epoch, seq = await self._append(keys=self._keys(channel), args=args)

@@ -19,6 +19,14 @@ Rules this module keeps:
   resuming subscriber gets exactly the messages after its resume point, once each.
 * ``player:ID`` is readable only by connections authenticated as player ID;
   messages sent to an offline player wait ``offline_ttl`` seconds in this hub.
+
+Across processes (``ludex.realtime.fanout``): once a fan-out is attached
+(:meth:`Hub.use_fanout`), ``publish`` and ``send_private`` only store the message;
+the fan-out hands every stored message, this process's own included, to
+:meth:`Hub.deliver` in the channel's sequence order. A subscriber that sees a
+sequence jump (messages lost while the fan-out reconnected) or a new epoch catches
+up from the history first (or gets ``gap`` + ``snapshot``), so it never sees a
+message twice nor out of order.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import msgpack  # type: ignore[import-untyped]
+import structlog
 
 from ludex.realtime.history import (
     Gap,
@@ -41,9 +50,12 @@ from ludex.realtime.history import (
     Message,
     Position,
     RealtimeError,
+    Replay,
     check_channel,
     check_type,
 )
+
+log = structlog.get_logger(__name__)
 
 Encoding = Literal["json", "msgpack"]
 ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
@@ -52,6 +64,7 @@ SnapshotProvider = Callable[[str], Awaitable[JsonValue]]
 """Answers a channel's current state; called while the channel's publishes wait."""
 
 SLOW_CONSUMER = "slow consumer: send queue full"
+INTERRUPTED = "stream interrupted: reconnect and resubscribe with your resume point"
 
 
 class ChannelForbidden(RealtimeError):
@@ -179,7 +192,10 @@ class _Subscriber:
     connection: Connection
     # While a subscriber is catching up from history, live messages wait here.
     pending: list[Message] | None = None
+    epoch: str = ""
     last_seq: int = 0
+    # The fan-out reconnected during the catch-up: read the history again after it.
+    recheck: bool = False
 
 
 @dataclass
@@ -212,7 +228,10 @@ class Hub:
         self._channels: dict[str, dict[str, _Subscriber]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._offline: dict[str, _Offline] = {}
+        self._remote = False
         self.dropped = 0
+        self.recovered = 0
+        """Messages a live subscriber missed on the fan-out and got from the history."""
 
     # connections -------------------------------------------------------------------
 
@@ -275,13 +294,18 @@ class Hub:
         return outcome
 
     async def _catch_up(
-        self, sub: _Subscriber, channel: str, resume: tuple[str, int] | None
+        self,
+        sub: _Subscriber,
+        channel: str,
+        resume: tuple[str, int] | None,
+        answer: Replay | Gap | None = None,
     ) -> Subscribed:
         conn = sub.connection
         replay: list[Message] = []
         gap: Gap | None = None
         if resume is not None:
-            answer = await self.history.since(channel, resume[0], resume[1])
+            if answer is None:
+                answer = await self.history.since(channel, resume[0], resume[1])
             if isinstance(answer, Gap):
                 gap = answer
             else:
@@ -309,13 +333,46 @@ class Hub:
             )
             sub.last_seq = head.seq
             epoch, replayed = head.epoch, sum(1 for m in offline if m.epoch == head.epoch)
-        pending, sub.pending = sub.pending or [], None
-        for message in pending:
-            if message.epoch != epoch:
-                self.disconnect(conn, f"channel {channel} restarted its epoch; resubscribe")
-                break
-            self._deliver_replay(sub, message)
+        sub.epoch = epoch
+        await self._go_live(sub, channel)
         return Subscribed(channel, Position(epoch, sub.last_seq), replayed, gap=gap is not None)
+
+    async def _go_live(self, sub: _Subscriber, channel: str) -> None:
+        """Deliver what arrived while the subscriber caught up, then make it live.
+
+        With a fan-out, a sequence jump in what arrived (or a reconnect of the fan-out
+        meanwhile, ``recheck``) means messages were lost on the way: they are read
+        from the history first. ``pending`` may grow while that read waits.
+        """
+        conn = sub.connection
+        pending = sub.pending if sub.pending is not None else []
+        sub.pending = pending
+        done = 0
+        while True:
+            while done < len(pending) and not conn.closed:
+                message = pending[done]
+                done += 1
+                if message.epoch != sub.epoch:
+                    self.disconnect(conn, f"channel {channel} restarted its epoch; resubscribe")
+                    break
+                if self._remote and message.seq > sub.last_seq + 1:
+                    await self._fill(sub, channel)
+                self._deliver_replay(sub, message)
+            if not (sub.recheck and not conn.closed):
+                break
+            sub.recheck = False
+            await self._fill(sub, channel)
+        sub.pending = None
+
+    async def _fill(self, sub: _Subscriber, channel: str) -> None:
+        """Replay from the history what the subscriber lacks; closes it if it cannot."""
+        answer = await self.history.since(channel, sub.epoch, sub.last_seq)
+        if isinstance(answer, Gap):
+            self.disconnect(sub.connection, INTERRUPTED)
+            return
+        for message in answer.messages:
+            self._deliver_replay(sub, message)
+        self.recovered += len(answer.messages)
 
     def _deliver_replay(self, sub: _Subscriber, message: Message) -> None:
         if message.seq > sub.last_seq:
@@ -339,12 +396,17 @@ class Hub:
     # publishing --------------------------------------------------------------------
 
     async def publish(self, channel: str, msg_type: str, data: JsonValue) -> Message:
-        """Store the message in the history and fan it out; never waits on a consumer."""
+        """Store the message in the history and fan it out; never waits on a consumer.
+
+        With a fan-out attached the message is only stored here: the fan-out's echo
+        delivers it, in sequence order with every other process's messages.
+        """
         check_channel(channel)
         check_type(msg_type)
         async with self._lock(channel):
             message = await self.history.append(channel, msg_type, data)
-            self._fan_out(message)
+            if not self._remote:
+                self._fan_out(message)
         return message
 
     async def send_private(self, player_id: str, msg_type: str, data: JsonValue) -> Message:
@@ -352,23 +414,37 @@ class Hub:
         channel = check_channel(f"player:{player_id}")
         async with self._lock(channel):
             message = await self.history.append(channel, msg_type, data)
-            if self._channels.get(channel):
-                self._fan_out(message)
-            else:
-                queue = self._offline.setdefault(channel, _Offline()).messages
-                queue.append((self._clock(), message))
-                while len(queue) > self._offline_max:
-                    queue.popleft()
+            if not self._remote:
+                self._route(message)
         return message
 
-    def _fan_out(self, message: Message) -> None:
+    def _route(self, message: Message) -> list[_Subscriber]:
+        """Fan out to this hub's subscribers, or keep a private message for later."""
+        if self._channels.get(message.channel):
+            return self._fan_out(message)
+        if message.channel.startswith("player:"):
+            queue = self._offline.setdefault(message.channel, _Offline()).messages
+            queue.append((self._clock(), message))
+            while len(queue) > self._offline_max:
+                queue.popleft()
+        return []
+
+    def _fan_out(self, message: Message) -> list[_Subscriber]:
+        """Offer the message to every subscriber; with a fan-out, the ones whose next
+        sequence it is not (they missed messages) are returned instead."""
         frames: dict[Encoding, bytes] = {}
         slow: list[Connection] = []
+        behind: list[_Subscriber] = []
         for sub in list(self._channels.get(message.channel, {}).values()):
             if sub.pending is not None:
                 sub.pending.append(message)
                 if len(sub.pending) > sub.connection.max_queue:
                     slow.append(sub.connection)
+                continue
+            if message.epoch == sub.epoch and message.seq <= sub.last_seq:
+                continue  # it came in the subscriber's replay already
+            if self._remote and (message.epoch != sub.epoch or message.seq != sub.last_seq + 1):
+                behind.append(sub)
                 continue
             conn = sub.connection
             frame = frames.get(conn.encoding)
@@ -381,6 +457,76 @@ class Hub:
         for conn in slow:
             self.dropped += 1
             self.disconnect(conn, SLOW_CONSUMER)
+        return [sub for sub in behind if not sub.connection.closed]
+
+    # fan-out across processes ------------------------------------------------------
+
+    def use_fanout(self, enabled: bool) -> None:
+        """Attach (or detach) a fan-out: while attached, ``publish`` and ``send_private``
+        only store, and every message reaches connections through :meth:`deliver`.
+
+        Delivering locally as well and skipping the echo would let this process's
+        seq 6 overtake another process's seq 5 still on its way: one path keeps each
+        channel in sequence order. Call :meth:`resync` once the fan-out listens.
+        """
+        self._remote = enabled
+
+    @property
+    def fanout_attached(self) -> bool:
+        return self._remote
+
+    async def deliver(self, message: Message) -> None:
+        """Fan out a message already stored in the history, by this or another process.
+
+        The fan-out calls this in each channel's sequence order. A subscriber that has
+        the message (from its replay) skips it; one that missed messages before it
+        (or whose epoch is over) catches up from the history first, or gets ``gap`` +
+        ``snapshot``. A ``player:`` message with no subscriber here waits in the
+        offline queue, as with :meth:`send_private`.
+        """
+        behind = self._route(message)
+        if behind:
+            await self._resync(message.channel, behind)
+
+    async def resync(self) -> None:
+        """Every subscriber gets from the history what the fan-out may have lost (it
+        reconnected): the missed messages in order, or ``gap`` + ``snapshot``."""
+        for subs in self._channels.values():
+            for sub in subs.values():
+                if sub.pending is not None:
+                    sub.recheck = True  # catching up now: read the history once more
+        channels = [(channel, list(subs.values())) for channel, subs in self._channels.items()]
+        await asyncio.gather(*(self._resync(channel, subs) for channel, subs in channels))
+
+    async def _resync(self, channel: str, subs: list[_Subscriber]) -> None:
+        live = [
+            sub
+            for sub in subs
+            if sub.pending is None
+            and not sub.connection.closed
+            and self._channels.get(channel, {}).get(sub.connection.id) is sub
+        ]
+        for sub in live:
+            sub.pending = []  # from now on live messages wait behind the history read
+        answers: dict[tuple[str, int], Replay | Gap] = {}
+        for sub in live:
+            point = (sub.epoch, sub.last_seq)
+            try:
+                answer = answers.get(point)
+                if answer is None:
+                    answer = answers[point] = await self.history.since(channel, *point)
+                outcome = await self._catch_up(sub, channel, point, answer)
+            except Exception as exc:  # the connection resumes from its own position
+                log.warning(
+                    "realtime.resync_failed",
+                    channel=channel,
+                    connection=sub.connection.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                self.disconnect(sub.connection, INTERRUPTED)
+            else:
+                if not outcome.gap:
+                    self.recovered += outcome.replayed
 
     def _take_offline(self, channel: str) -> list[Message]:
         entry = self._offline.pop(channel, None)

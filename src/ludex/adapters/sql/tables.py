@@ -662,3 +662,50 @@ in ``block_number``, ``replaced`` by another transaction of the same sender and 
 (``replaced_by``, when known), or ``dropped`` from the pool without being included."""
 
 # --- end of balance changes and mempool tables --------------------------------------
+
+# -- game server: tables, finished hands, effects carried out ---------------------------
+
+TABLE_ID_LENGTH: Final = 32
+EFFECT_ID_LENGTH: Final = 80
+
+poker_tables = Table(
+    "poker_tables",
+    metadata,
+    Column("table_id", _ascii_key(TABLE_ID_LENGTH), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("config", Text(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "status", "table_id"),
+)
+"""The tables the game server runs: their fixed settings (``TableConfig`` as JSON) and
+whether they are ``open`` (owned and dealt) or ``closed``."""
+
+poker_hands = Table(
+    "poker_hands",
+    metadata,
+    Column("hand_id", _ascii_key(EVENT_ID_LENGTH), primary_key=True),
+    Column("table_id", _ascii_key(TABLE_ID_LENGTH), nullable=False),
+    Column("number", BigInteger(), nullable=False),
+    Column("record", Text(), nullable=False),
+    Column("history_phh", Text(), nullable=False),
+    Column("deltas", Text(), nullable=False),
+    Column("rake", BigInteger(), nullable=False),
+    Column("completed_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("table_id", "number"),
+)
+"""Every finished hand: its sealed record (hash-chained per table), its PHH history, the
+players' chip deltas (JSON) and the rake."""
+
+gameserver_effects = Table(
+    "gameserver_effects",
+    metadata,
+    Column("effect_id", _ascii_key(EFFECT_ID_LENGTH), primary_key=True),
+    Column("table_id", _ascii_key(TABLE_ID_LENGTH), nullable=False),
+    Column("outcome", String(200), nullable=False),
+    Column("done_at", UTCDateTime(), nullable=False),
+    Index(None, "done_at"),
+)
+"""Which of a table's effects (buy-ins, cash-outs, events, finished hands) were carried
+out, and how (``ok`` or why a buy-in was refused): an owner that took a table over
+after a crash repeats none of them."""

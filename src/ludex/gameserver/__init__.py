@@ -1,0 +1,1 @@
+"""The game server: poker tables as actors owned through leases, their timers, and bots."""

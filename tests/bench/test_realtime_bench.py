@@ -1,0 +1,97 @@
+"""``ludex bench realtime`` on a tiny load: real uvicorn servers (ludex's stream and
+python-socketio) in their own processes, real WebSocket clients in others.
+
+No timing is asserted. These tests check the JSON: its shape, and that every
+subscriber of every channel received every message published to it, once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from ludex.bench import realtime
+from ludex.cli import app
+
+SMALL = realtime.Options(subscribers=(12,), tables=3, messages=7, client_processes=2)
+
+
+def _check_run(entry: dict[str, Any], subscribers: int, channels: int, messages: int) -> None:
+    assert "failed" not in entry, entry
+    assert entry["subscribers"] == subscribers
+    assert entry["channels"] == channels
+    assert entry["messages_per_channel"] == messages
+    assert entry["expected"] == entry["delivered"] == subscribers * messages
+    assert entry["subscribers_complete_in_order"] == subscribers
+    assert entry["all_in_order"] is True
+    assert entry["delivered_per_s"] > 0
+    latency = entry["latency"]
+    assert latency["samples"] == subscribers * messages
+    assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert entry["cpu_seconds"]["server"] > 0
+
+
+async def test_every_subscriber_gets_every_message_in_order() -> None:
+    result = await realtime.run(SMALL)
+    assert result["benchmark"] == "realtime"
+    assert result["machine"]["cpus"] >= 1
+    assert result["note"]
+    json.dumps(result)  # printable as it is
+    assert set(result["backends"]) == {"ludex", "python-socketio"}
+    names = {"one_channel_12": 1, "3_tables_12": 3}
+    for kind in realtime.KINDS:
+        backend = result["backends"][kind]
+        assert "failed" not in backend, backend
+        assert set(backend["scenarios"]) == set(names)
+        for name, channels in names.items():
+            _check_run(backend["scenarios"][name], 12, channels, 7)
+    ours = result["backends"]["ludex"]["scenarios"]
+    assert all(entry["slow_consumers_dropped"] == 0 for entry in ours.values())
+    for name in names:
+        row = result["comparison"][name]
+        assert row["ludex_over_socketio"] > 0
+        assert set(row["goals_met"]) == {"delivered_per_s", "p99_ms", "ahead_of_peer"}
+    assert result["file_descriptors"]["soft"] >= result["file_descriptors"]["needed"]
+    assert "skipped" in result["action_to_broadcast"]
+
+
+def test_scenarios_follow_the_options() -> None:
+    defaults = realtime.Options().scenarios()
+    assert [(s.subscribers, s.channels) for s in defaults] == [(1000, 1), (5000, 1), (5000, 500)]
+    assert [s.messages for s in defaults] == [200, 40, 40]  # 200,000 deliveries each
+    assert defaults[2].channel_names()[:2] == ["table:0", "table:1"]
+    assert len(set(defaults[2].channel_names())) == 500
+    no_tables = realtime.Options(subscribers=(10,), tables=0).scenarios()
+    assert [(s.subscribers, s.channels) for s in no_tables] == [(10, 1)]
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """The bench commands configure logging for the process; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
+        structlog.contextvars.clear_contextvars()
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_cli_prints_json() -> None:
+    args = ["bench", "realtime", "--subscribers", "5", "--tables", "0", "--messages", "4"]
+    result = CliRunner().invoke(app, [*args, "--no-peer", "--client-processes", "1"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["benchmark"] == "realtime"
+    assert set(printed["backends"]) == {"ludex"}
+    _check_run(printed["backends"]["ludex"]["scenarios"]["one_channel_5"], 5, 1, 4)
