@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     )
     auth_rate_capacity: int = Field(default=30, ge=1, le=100_000)
     auth_rate_per_second: float = Field(default=1.0, gt=0, le=100_000)
+    api_rate_capacity: int = Field(default=120, ge=1, le=100_000)
+    api_rate_per_second: float = Field(default=20.0, gt=0, le=100_000)
+    stream_rate_capacity: int = Field(default=40, ge=1, le=100_000)
+    stream_rate_per_second: float = Field(default=10.0, gt=0, le=100_000)
+
+    gameserver_enabled: bool = True
+    gameserver_lease_seconds: float = Field(default=10.0, ge=1, le=600)
+    gameserver_max_tables: int = Field(default=1000, ge=1, le=100_000)
 
     provider_timestamp_window: float = Field(default=30.0, gt=0, le=3600)
     secrets_key: SecretStr | None = None

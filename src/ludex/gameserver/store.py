@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ludex import ledger
 from ludex.adapters.sql.outbox import add_to_outbox
-from ludex.adapters.sql.store import SqlStore, insert_ignore
+from ludex.adapters.sql.store import insert_ignore
 from ludex.adapters.sql.tables import gameserver_effects, poker_hands, poker_tables
 from ludex.errors import AccountNotFound, InsufficientFunds, LedgerError
 from ludex.events import Envelope, HandCompleted, HandStarted, PlayerActed, new_event
@@ -47,6 +47,7 @@ from ludex.gameserver.table import (
 )
 from ludex.ledger import AccountKind, AccountSpec, TransferSpec
 from ludex.ledger.repository import transfer_with_balances
+from ludex.ports.store import OperationalStore
 
 PRODUCER: Final = "gameserver"
 OK: Final = "ok"
@@ -106,7 +107,7 @@ def _config(raw: str) -> TableConfig:
 class GameStore:
     """Tables, hands and effects on the operational store."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: OperationalStore) -> None:
         self.store = store
 
     # -- tables ----------------------------------------------------------------------

@@ -20,13 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ulid import ULID
 
 from ludex import __version__
-from ludex.errors import LudexError
+from ludex.errors import LudexError, PokerError
 from ludex.events import catalog
 from ludex.gateway.auth import AccessDenied, AuthError, AuthService
 from ludex.gateway.auth_routes import create_auth_router
 from ludex.ops import metrics
 from ludex.ops.health import check_backends, report
 from ludex.ops.logging import bind_ids
+from ludex.realtime.ws import error_code
 
 if TYPE_CHECKING:
     from ludex.composition import Container
@@ -150,12 +151,59 @@ def create_app(container: Container) -> FastAPI:
     app.state.auth = auth
     app.include_router(create_auth_router(auth, container.kv, settings))
 
-    from ludex.realtime import Hub, MemoryHistory
+    from ludex.gameserver.host import TableHost, TableUnavailable
+    from ludex.gameserver.lobby import Lobby, NotFound
+    from ludex.gameserver.store import GameStore
+    from ludex.gateway.tables_routes import create_tables_router, stream_commands
+    from ludex.realtime.fanout import create_hub
     from ludex.realtime.ws import stream_endpoint
 
-    hub = Hub(MemoryHistory())
-    app.state.hub = hub
-    app.add_api_websocket_route("/v1/stream", stream_endpoint(hub, auth))
+    host = TableHost(
+        GameStore(container.store),
+        container.kv,
+        lease_seconds=settings.gameserver_lease_seconds,
+        max_tables=settings.gameserver_max_tables,
+    )
+    realtime = create_hub(
+        settings.cache_url,
+        namespace=f"{settings.namespace}:ludex:rt:" if settings.namespace else "ludex:rt:",
+        snapshot=host.snapshot,
+    )
+    host.hub = realtime.hub
+    lobby = Lobby(host.games, host)
+    app.state.realtime, app.state.hub, app.state.host, app.state.lobby = (
+        realtime,
+        realtime.hub,
+        host,
+        lobby,
+    )
+    app.include_router(create_tables_router(lobby, container.kv, settings))
+    app.add_api_websocket_route(
+        "/v1/stream",
+        stream_endpoint(
+            realtime.hub, auth, commands=stream_commands(lobby, container.kv, settings)
+        ),
+    )
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(
+            error_body("not_found", str(exc), request.state.request_id), status_code=404
+        )
+
+    @app.exception_handler(TableUnavailable)
+    async def unavailable(request: Request, exc: TableUnavailable) -> JSONResponse:
+        return JSONResponse(
+            error_body("table_unavailable", str(exc), request.state.request_id),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(PokerError)
+    async def refused(request: Request, exc: PokerError) -> JSONResponse:
+        return JSONResponse(
+            error_body(error_code(exc), str(exc), request.state.request_id), status_code=409
+        )
 
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:

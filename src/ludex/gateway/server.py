@@ -39,8 +39,9 @@ class GatewayServer:
     def __init__(self, container: Container) -> None:
         self.container = container
         settings = container.settings
+        self.app = create_app(container)
         self.config = uvicorn.Config(
-            create_app(container),
+            self.app,
             host=settings.http_host,
             port=settings.http_port,
             lifespan="off",  # backends are opened by ludex.composition, not by uvicorn
@@ -53,6 +54,21 @@ class GatewayServer:
         self.server = _Server(self.config)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop``: the realtime hub (and its Redis fan-out) and, when
+        ``LUDEX_GAMESERVER_ENABLED``, the table host start first and close last."""
+        state = self.app.state
+        await state.realtime.start()
+        try:
+            if self.container.settings.gameserver_enabled:
+                await state.host.start()
+            try:
+                await self._serve(stop)
+            finally:
+                await state.host.close()
+        finally:
+            await state.realtime.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         serving = asyncio.create_task(self.server.serve_or_raise())
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -35,6 +35,7 @@ class OperationalStore(Protocol):
 
     async def ping(self) -> None: ...
 
-    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A session inside one transaction: commit on success, roll back on error."""
+    def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session inside one transaction: commit on success, roll back on error.
+        ``read_only`` promises the block only reads (SQLite then takes no write lock)."""
         ...

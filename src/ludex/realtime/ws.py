@@ -13,7 +13,12 @@ One connection multiplexes channels. ``?format=json`` (text frames, the default)
    data}``: ``ack`` (with the channel's position), ``pong``, or ``error`` (``data`` holds
    ``code`` and ``message``; the connection stays open). Channel messages, ``gap`` and
    ``snapshot`` frames come from the hub.
-3. A client frame larger than ``max_frame`` bytes closes with 1009; no frame for
+3. A signed-in player may also send game commands (``join``, ``leave``, ``sit_out``,
+   ``sit_in``, ``act``, with ``table`` and the command's fields, and an optional
+   ``ref`` echoed in the reply); the gateway's ``commands`` handler runs them and the
+   reply is ``ack`` (``data.result``) or ``error`` with a code (``illegal_action``,
+   ``table_error``, ``table_unavailable``, ``rate_limited`` ...) to that player only.
+4. A client frame larger than ``max_frame`` bytes closes with 1009; no frame for
    ``idle_seconds`` closes with 1001 (send ``ping``); a client too slow to take its
    frames is dropped by the hub and closed with 4008.
 
@@ -31,6 +36,7 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ludex.errors import LudexError
 from ludex.gateway.auth import AuthError, AuthService
 from ludex.realtime.history import JsonValue, RealtimeError
 from ludex.realtime.hub import (
@@ -48,6 +54,18 @@ CLOSE_IDLE: Final = 1001
 CLOSE_PROTOCOL: Final = 1008
 CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_SLOW: Final = 4008
+
+
+CommandHandler = Callable[[str, dict[str, Any]], Awaitable[JsonValue]]
+"""Runs a game command (``op`` in :data:`COMMAND_OPS`) for the authenticated player."""
+
+COMMAND_OPS: Final = frozenset({"join", "leave", "sit_out", "sit_in", "act"})
+
+
+def error_code(exc: Exception) -> str:
+    """``IllegalAction`` -> ``illegal_action``: the code clients see for a refusal."""
+    name = type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 class _Refused(Exception):
@@ -75,6 +93,7 @@ def stream_endpoint(
     max_frame: int = 16_384,
     hello_seconds: float = 10.0,
     idle_seconds: float = 60.0,
+    commands: CommandHandler | None = None,
 ) -> Callable[[WebSocket], Awaitable[None]]:
     """The ``/v1/stream`` handler (see the module docstring)."""
 
@@ -129,6 +148,8 @@ def stream_endpoint(
         if "_error" in request:
             return _reply("error", {"code": "bad_frame", "message": request["_error"]})
         channel = request.get("channel")
+        if op in COMMAND_OPS:
+            return await command(connection, op, request)
         try:
             if op == "ping":
                 return _reply("pong", None)
@@ -161,6 +182,30 @@ def stream_endpoint(
         except RealtimeError as exc:
             code = "forbidden" if isinstance(exc, ChannelForbidden) else "bad_request"
             return _reply("error", {"code": code, "message": str(exc)}, channel)
+
+    async def command(
+        connection: Connection, op: str, request: dict[str, Any]
+    ) -> dict[str, JsonValue]:
+        ref = request.get("ref")
+        ref = ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None
+        if commands is None:
+            return _reply(
+                "error", {"code": "bad_request", "message": f"{op} is not served here", "ref": ref}
+            )
+        if connection.player_id is None:
+            return _reply(
+                "error",
+                {
+                    "code": "unauthorized",
+                    "message": "sign in (hello with a token) to play",
+                    "ref": ref,
+                },
+            )
+        try:
+            result = await commands(connection.player_id, request)
+        except LudexError as exc:
+            return _reply("error", {"code": error_code(exc), "message": str(exc), "ref": ref})
+        return _reply("ack", {"op": op, "ref": ref, "result": result})
 
     async def endpoint(websocket: WebSocket) -> None:
         requested = websocket.query_params.get("format", "json")
