@@ -101,7 +101,8 @@ async def test_bots_play_full_hands_and_the_ledger_matches_the_event_log(
     steps = Counter(
         (e.payload.hand_id, e.payload.sequence) for e in events if e.type == "poker.action"
     )
-    assert steps and max(steps.values()) == 1
+    assert steps
+    assert max(steps.values()) == 1
     started = Counter(e.payload.hand_id for e in events if e.type == "poker.hand_started")
     assert set(started) >= {c.hand_id for c in completed}
     assert max(started.values()) == 1
