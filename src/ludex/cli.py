@@ -104,7 +104,7 @@ def run(
     settings = _settings()
     names = ["gateway", "outbox-relay", "analytics-sink", "deposit-watcher", "settlement"]
     if settings.demo if demo is None else demo:
-        names.append("demo")
+        names += ["demo", "demo-tables"]
     typer.echo(
         f"ludex {__version__}: serving http://{settings.http_host}:{settings.http_port} "
         f"(backends: {settings.backends()})",
@@ -114,12 +114,65 @@ def run(
 
 
 @app.command()
+def bots(
+    tables: Annotated[int, typer.Option("--tables", min=1, max=10_000, help="Tables to open.")] = 2,
+    players_per_table: Annotated[
+        int, typer.Option("--players-per-table", min=2, max=10, help="Bots per table.")
+    ] = 4,
+    seconds: Annotated[float, typer.Option(min=1, help="How long they play.")] = 60.0,
+    url: Annotated[
+        str | None, typer.Option(help="Gateway URL (default: this machine's LUDEX_HTTP_PORT).")
+    ] = None,
+    table_prefix: Annotated[str, typer.Option(help="Table ids are PREFIX-1, PREFIX-2, ...")] = (
+        "bots"
+    ),
+) -> None:
+    """Bots that sign in with a wallet, buy in and play over the gateway's stream; prints a
+    JSON summary (hands, actions, action-to-broadcast p50/p99). Needs LUDEX_ADMIN_TOKEN to
+    open tables and fund the bots through the admin routes."""
+    import httpx
+
+    from ludex.gameserver.bots import AdminApi, BotError, run_bots
+
+    settings = _settings()
+    if settings.admin_token is None:
+        raise _fail(
+            "ludex: bots need LUDEX_ADMIN_TOKEN (tables and chips come from the admin API)", 2
+        )
+    admin_token = settings.admin_token.get_secret_value()
+    base = url or f"http://127.0.0.1:{settings.http_port}"
+
+    async def play() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            admin = AdminApi(http, admin_token)
+            run = await run_bots(
+                base,
+                tables=tables,
+                players_per_table=players_per_table,
+                seconds=seconds,
+                open_table=admin.open_table,
+                fund=admin.fund,
+                siwe_domain=settings.siwe_domain,
+                chain_id=settings.siwe_chain_id,
+                table_prefix=table_prefix,
+            )
+        return run.summary()
+
+    _quiet_logs()
+    try:
+        summary = asyncio.run(play())
+    except (BotError, httpx.HTTPError) as exc:
+        raise _fail(f"ludex: bots: {exc}", 1) from None
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
 def serve(
     name: Annotated[
         str,
         typer.Argument(
             help="gateway | outbox-relay | analytics-sink | deposit-watcher | settlement | "
-            "indexer | demo"
+            "indexer | demo | demo-tables"
         ),
     ],
     http: Annotated[

@@ -137,6 +137,13 @@ def _demo(container: Container) -> Service:
     return DemoProducer(container, interval=s.demo_interval, summary_every=s.demo_summary_every)
 
 
+def _demo_tables(container: Container) -> Service:
+    from ludex.services.demo import DemoTables
+
+    s = container.settings
+    return DemoTables(container, tables=s.demo_tables, players_per_table=s.demo_players_per_table)
+
+
 def _deposit_watcher(container: Container) -> Service:
     from ludex.services.deposit_watcher import watcher_service
 
@@ -160,6 +167,7 @@ SERVICES: dict[str, ServiceFactory] = {
     "outbox-relay": _outbox_relay,
     "analytics-sink": _analytics_sink,
     "demo": _demo,
+    "demo-tables": _demo_tables,
     "deposit-watcher": _deposit_watcher,
     "settlement": _settlement,
     "indexer": _indexer,

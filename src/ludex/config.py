@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     metrics_enabled: bool = True
     demo: bool = False
+    demo_tables: int = Field(default=3, ge=1, le=100)
+    demo_players_per_table: int = Field(default=4, ge=2, le=10)
     demo_interval: float = Field(default=1.0, gt=0, le=3600)
     demo_summary_every: float = Field(default=10.0, gt=0, le=3600)
 
@@ -137,6 +139,7 @@ class Settings(BaseSettings):
     )
     auth_rate_capacity: int = Field(default=30, ge=1, le=100_000)
     auth_rate_per_second: float = Field(default=1.0, gt=0, le=100_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     api_rate_capacity: int = Field(default=120, ge=1, le=100_000)
     api_rate_per_second: float = Field(default=20.0, gt=0, le=100_000)
     stream_rate_capacity: int = Field(default=40, ge=1, le=100_000)

@@ -115,6 +115,7 @@ class Bot:
         self._sent: dict[str, float] = {}
         self._refs = 0
         self._join_ref = -1
+        self._sittings = 0
 
     async def sign_in(self) -> str:
         nonce = (await self.http.get("/v1/auth/nonce")).json()["nonce"]
@@ -169,7 +170,7 @@ class Bot:
                 "table": self.table_id,
                 "seat": self.seat,
                 "buy_in": self.buy_in,
-                "request_id": f"b{self.address[2:14]}",
+                "request_id": f"b{self.address[2:14]}-{self._sittings}",
             },
         )
 
@@ -202,6 +203,9 @@ class Bot:
                 self.stats.latencies_ms.append((time.perf_counter() - sent) * 1000)
         elif kind == "hand_started":
             self.stats.hands_seen.add(data["hand_id"])
+        elif kind == "left" and data.get("player") == self.address and not data.get("cash_out"):
+            self._sittings += 1  # went broke: buy in again
+            await self._join(ws)
 
     async def _act(self, ws: Any, hand_id: str, legal: dict[str, Any]) -> None:
         action, amount = decide(legal, self.rng)

@@ -87,3 +87,63 @@ class DemoProducer:
                 next_summary = loop.time() + self.summary_every
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
+
+
+class DemoTables:
+    """Live poker for ``make run``: a few tables of bots playing over the local gateway.
+
+    Tables and chips are opened in-process (the operator's side); the bots themselves
+    are real clients: they sign in with SIWE and play over ``/v1/stream``.
+    """
+
+    def __init__(self, container: Container, *, tables: int, players_per_table: int) -> None:
+        self.container = container
+        self.tables = tables
+        self.players_per_table = players_per_table
+
+    async def run(self, stop: asyncio.Event) -> None:
+        import httpx
+
+        from ludex.gameserver.bots import BotError, run_bots
+        from ludex.gameserver.store import GameStore
+        from ludex.gameserver.table import TableConfig, TableError
+
+        games = GameStore(self.container.store)
+        s = self.container.settings
+        base = f"http://127.0.0.1:{s.http_port}"
+
+        async def open_table(settings: dict[str, object]) -> None:
+            import msgspec
+
+            with contextlib.suppress(TableError):  # opened by an earlier run
+                await games.create_table(msgspec.convert(settings, TableConfig))
+
+        async def fund(address: str, amount: int) -> None:
+            await games.credit("CHIPS", address, amount, f"demo-fund:{address}")
+
+        async with httpx.AsyncClient(base_url=base) as http:
+            for _ in range(200):  # the gateway starts alongside us
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+        while not stop.is_set():
+            try:
+                run = await run_bots(
+                    base,
+                    tables=self.tables,
+                    players_per_table=self.players_per_table,
+                    seconds=300.0,
+                    open_table=open_table,
+                    fund=fund,
+                    siwe_domain=s.siwe_domain,
+                    chain_id=s.siwe_chain_id,
+                    table_prefix="demo",
+                    stop=stop,
+                )
+                log.info("demo.tables", **run.summary())
+            except BotError as exc:
+                log.warning("demo.tables_failed", error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await stop.wait()
