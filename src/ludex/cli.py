@@ -596,8 +596,14 @@ def bench_realtime(
     peer: Annotated[
         bool, typer.Option("--peer/--no-peer", help="Also run python-socketio on the same load.")
     ] = True,
+    bot_tables: Annotated[
+        int, typer.Option(min=0, help="Tables of bots for action-to-broadcast (0: skip).")
+    ] = 200,
+    bot_players: Annotated[int, typer.Option(min=2, max=10, help="Bots per table.")] = 3,
+    bot_seconds: Annotated[float, typer.Option(min=1, help="How long the bots play.")] = 20.0,
     quick: Annotated[
-        bool, typer.Option("--quick", help="200 subscribers, 20 tables, 20 messages.")
+        bool,
+        typer.Option("--quick", help="200 subscribers, 20 tables, 20 messages, 5 bot tables."),
     ] = False,
 ) -> None:
     """Stream fan-out: deliveries/s and p50/p99 latency of /v1/stream (1,000 and 5,000
@@ -612,6 +618,9 @@ def bench_realtime(
             messages=QUICK.messages,
             client_processes=client_processes,
             peer=peer,
+            bot_tables=QUICK.bot_tables,
+            bot_players=QUICK.bot_players,
+            bot_seconds=QUICK.bot_seconds,
         )
     else:
         options = Options(
@@ -620,6 +629,9 @@ def bench_realtime(
             messages=messages,
             client_processes=client_processes,
             peer=peer,
+            bot_tables=bot_tables,
+            bot_players=bot_players,
+            bot_seconds=bot_seconds,
         )
     _quiet_logs()
     _bench_output(asyncio.run(run_bench(options)))

@@ -19,7 +19,15 @@ from typer.testing import CliRunner
 from ludex.bench import realtime
 from ludex.cli import app
 
-SMALL = realtime.Options(subscribers=(12,), tables=3, messages=7, client_processes=2)
+SMALL = realtime.Options(
+    subscribers=(12,),
+    tables=3,
+    messages=7,
+    client_processes=2,
+    bot_tables=2,
+    bot_players=2,
+    bot_seconds=3.0,
+)
 
 
 def _check_run(entry: dict[str, Any], subscribers: int, channels: int, messages: int) -> None:
@@ -58,7 +66,13 @@ async def test_every_subscriber_gets_every_message_in_order() -> None:
         assert row["ludex_over_socketio"] > 0
         assert set(row["goals_met"]) == {"delivered_per_s", "p99_ms", "ahead_of_peer"}
     assert result["file_descriptors"]["soft"] >= result["file_descriptors"]["needed"]
-    assert "skipped" in result["action_to_broadcast"]
+    bots = result["action_to_broadcast"]
+    assert "failed" not in bots, bots
+    assert bots["tables"] == 2
+    assert bots["actions"] > 0
+    assert bots["hands"] > 0
+    timing = bots["action_to_broadcast_ms"]
+    assert 0 < timing["p50"] <= timing["p99"] <= timing["max"]
 
 
 def test_scenarios_follow_the_options() -> None:

@@ -372,18 +372,29 @@ async def test_a_join_the_ledger_refuses_frees_the_seat(gateway: Gateway) -> Non
 
 async def test_the_api_rate_limit_is_per_caller(tmp_path: Path) -> None:
     async with _gateway(tmp_path, api_rate_capacity=3, api_rate_per_second=0.01) as gw:
+        await open_table(gw, await admin_token(gw.http), "rl-1")
         _, first = await sign_in(gw.http, gw.container)
         _, second = await sign_in(gw.http, gw.container)
         headers = bearer(first["access_token"])
-        codes = [(await gw.http.get("/v1/me/balance", headers=headers)).status_code for _ in "abc"]
+        route = "/v1/tables/rl-1/cards"
+        codes = [(await gw.http.get(route, headers=headers)).status_code for _ in "abc"]
         assert codes == [200, 200, 200]
-        limited = await gw.http.get("/v1/me/balance", headers=headers)
+        limited = await gw.http.get(route, headers=headers)
         assert_error(limited, 429, "rate_limited")
         assert int(limited.headers["retry-after"]) >= 1
-        served = await gw.http.get("/v1/me/balance", headers=bearer(second["access_token"]))
+        served = await gw.http.get(route, headers=bearer(second["access_token"]))
         assert served.status_code == 200, served.text  # its own bucket
+        assert served.json() == {"cards": None}
         # Public reads are not counted against anyone.
-        assert (await gw.http.get("/v1/tables")).status_code == 200
+        assert (await gw.http.get("/v1/tables/rl-1")).status_code == 200
+
+
+async def test_a_new_player_has_a_zero_balance(gateway: Gateway) -> None:
+    """A player signed in but never credited has no ledger account yet: 0, not an error."""
+    _, tokens = await sign_in(gateway.http, gateway.container)
+    answer = await gateway.http.get("/v1/me/balance", headers=bearer(tokens["access_token"]))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["balance"] == 0
 
 
 async def test_a_table_no_host_deals_answers_503(gateway: Gateway) -> None:
@@ -439,3 +450,23 @@ async def test_oversized_bodies_are_refused_with_413(gateway: Gateway) -> None:
     )
     assert_error(answer, 413, "payload_too_large")
     assert "1048576" in answer.json()["error"]["message"]
+
+
+async def test_oversized_chunked_bodies_are_refused_with_413(gateway: Gateway) -> None:
+    """No Content-Length to trust: the body is counted as it arrives."""
+    http = gateway.http
+    _, tokens = await sign_in(http, gateway.container)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"seat": 0, "buy_in": 100, "request_id": "big", "padding": "'
+        for _ in range(32):
+            yield b"x" * 65536
+        yield b'"}'
+
+    answer = await http.post(
+        "/v1/tables/any-1/join",
+        content=chunks(),
+        headers={**bearer(tokens["access_token"]), "Content-Type": "application/json"},
+    )
+    assert "content-length" not in answer.request.headers
+    assert_error(answer, 413, "payload_too_large")

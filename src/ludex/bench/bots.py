@@ -1,0 +1,101 @@
+"""Action-to-broadcast with tables of bots: the real gateway (``ludex serve gateway`` in
+its own process, embedded backends) and bots that sign in, buy in and play over
+``/v1/stream`` from this process.
+
+The figure is per action: from the bot sending ``act`` to the bot receiving its own
+action on the table channel, so it holds the client's JSON work, the server's command
+path (validation, the engine, the fenced save, the publish) and both socket hops. The
+bots run in the bench process and share the machine's CPUs with the server; the
+effects (ledger, outbox) run after the broadcast and are not in the figure, but they
+load the same server process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+import tempfile
+from typing import Any
+
+import httpx
+
+from ludex.adapters.chain.anvil import free_port
+from ludex.gameserver.bots import AdminApi, BotError, run_bots
+
+
+async def action_to_broadcast(
+    tables: int, players_per_table: int, seconds: float
+) -> dict[str, Any]:
+    """Run the gateway, seat the bots, play ``seconds``; the summary with p50/p99."""
+    port = free_port()
+    admin_token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="ludex-bench-bots-") as data:
+        env = {
+            **os.environ,
+            "LUDEX_STORE_URL": f"sqlite:///{data}/ludex.db",
+            "LUDEX_ANALYTICS_URL": f"chdb://{data}/olap",
+            "LUDEX_BUS_URL": "memory://",
+            "LUDEX_CACHE_URL": "memory://",
+            "LUDEX_DATA_DIR": data,
+            "LUDEX_HTTP_PORT": str(port),
+            "LUDEX_ADMIN_TOKEN": admin_token,
+            "LUDEX_SIWE_DOMAIN": f"127.0.0.1:{port}",
+            "LUDEX_AUTH_RATE_CAPACITY": "100000",
+            "LUDEX_AUTH_RATE_PER_SECOND": "100000",
+            "LUDEX_API_RATE_CAPACITY": "100000",
+            "LUDEX_API_RATE_PER_SECOND": "100000",
+            "LUDEX_LOG_LEVEL": "WARNING",
+        }
+        server = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ludex",
+            "serve",
+            "gateway",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                for _ in range(600):
+                    if server.returncode is not None:
+                        err = (await server.stderr.read()).decode()[-500:] if server.stderr else ""
+                        return {"failed": f"the gateway exited ({server.returncode}): {err}"}
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get("/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    return {"failed": "the gateway did not answer /healthz within 60 s"}
+                admin = AdminApi(http, admin_token)
+                run = await run_bots(
+                    base,
+                    tables=tables,
+                    players_per_table=players_per_table,
+                    seconds=seconds,
+                    open_table=admin.open_table,
+                    fund=admin.fund,
+                    siwe_domain=f"127.0.0.1:{port}",
+                    chain_id=31337,
+                    seed=7,
+                )
+            summary = run.summary()
+            if not summary["actions"]:
+                return {"failed": "the bots made no action", **summary}
+            return summary
+        except (BotError, httpx.HTTPError) as exc:
+            return {"failed": f"{type(exc).__name__}: {exc}"}
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                server.terminate()
+            try:
+                async with asyncio.timeout(15):
+                    await server.wait()
+            except TimeoutError:
+                server.kill()
+                await server.wait()
