@@ -181,15 +181,19 @@ class GameStore:
         return balances[player_account(currency, player)].balance
 
     async def balance(self, currency: str, player: str) -> int:
-        async with self.store.transaction(read_only=True) as session:
-            found = await ledger.balances(session, [player_account(currency, player)])
-        account = found.get(player_account(currency, player))
-        return 0 if account is None else account.balance
+        """The player's balance; 0 for a player who never had chips in ``currency``."""
+        ledger.validate_ledger(currency)
+        return (await self.balances([player_account(currency, player)])).get(
+            player_account(currency, player), 0
+        )
 
     async def balances(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """Balances of the accounts that exist (missing ones are left out)."""
         async with self.store.transaction(read_only=True) as session:
-            found = await ledger.balances(session, account_ids)
-        return {k: v.balance for k, v in found.items()}
+            found = await ledger.get_accounts(session, account_ids)
+            present = [a for a in account_ids if a in found]
+            values = await ledger.balances(session, present) if present else {}
+        return {k: v.balance for k, v in values.items()}
 
     # -- effects ---------------------------------------------------------------------
 

@@ -53,8 +53,8 @@ def error_body(code: str, message: str, request_id: str | None = None) -> dict[s
     return body
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised while the body streams in; FastAPI passes HTTP exceptions to the handlers."""
 
 
 class BodyLimit:
@@ -71,7 +71,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+            await self._refuse(send, scope.get("state", {}).get("request_id"))
             return
         received = 0
         started = False
@@ -82,7 +82,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(413, f"request bodies are limited to {self.max_bytes} bytes")
             return message
 
         async def watched(message: Any) -> None:
@@ -92,14 +92,13 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, watched)
-        except _TooLarge:
+        except _TooLarge:  # raised outside FastAPI's handlers (which answer it themselves)
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, scope.get("state", {}).get("request_id"))
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps(
-            error_body("payload_too_large", f"request bodies are limited to {self.max_bytes} bytes")
-        ).encode()
+    async def _refuse(self, send: Any, request_id: str | None) -> None:
+        message = f"request bodies are limited to {self.max_bytes} bytes"
+        body = json.dumps(error_body("payload_too_large", message, request_id)).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -159,6 +158,7 @@ def create_app(container: Container) -> FastAPI:
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
+            413: "payload_too_large",
             429: "rate_limited",
         }.get(exc.status_code, "http_error")
         return JSONResponse(
