@@ -145,6 +145,16 @@ def create_tables_router(lobby: Lobby, kv: KeyValue, settings: Settings) -> APIR
     async def table(table_id: TableId) -> dict[str, Any]:
         return await lobby.table(table_id)
 
+    @router.get(
+        "/v1/tables/{table_id}/presence", summary="Who watches a table through this process"
+    )
+    async def presence(table_id: TableId) -> dict[str, Any]:
+        hub = lobby.host.hub
+        if hub is None:
+            return {"players": [], "spectators": 0}
+        seen = hub.presence(f"table:{table_id}")
+        return {"players": sorted(seen.players), "spectators": seen.spectators}
+
     @router.post("/v1/tables", status_code=201, summary="Open a table (admin)")
     async def create(body: CreateTable, _admin: Admin) -> dict[str, Any]:
         try:
