@@ -243,6 +243,7 @@ def _serve(kind: Kind, pipe: Pipe) -> None:
         backlog=4096,
     )
     pipe.send(sock.getsockname()[1])
+    gc.freeze()  # as ludex's GatewayServer does at start; both servers get it
     uvicorn.Server(config).run(sockets=[sock])
 
 
