@@ -158,6 +158,7 @@ def create_app(container: Container) -> FastAPI:
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
+            411: "length_required",
             413: "payload_too_large",
             429: "rate_limited",
         }.get(exc.status_code, "http_error")
@@ -240,6 +241,9 @@ def create_app(container: Container) -> FastAPI:
         lobby,
     )
     app.include_router(create_tables_router(lobby, container.kv, settings))
+    from ludex.gateway.graphql import create_graphql_router
+
+    app.include_router(create_graphql_router(lobby, auth, realtime.hub, container.kv, settings))
     app.add_api_websocket_route(
         "/v1/stream",
         stream_endpoint(
