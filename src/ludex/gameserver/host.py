@@ -13,8 +13,11 @@ fencing token only grows. For every table it holds, a :class:`TableActor` task:
    by compare-and-set on the bytes it wrote last, prefixed with its fencing token;
 4. publishes the table's messages (``table:<id>``; hole cards only to
    ``player:<address>``);
-5. carries out the effects (ledger transfers, ``poker.*`` events through the outbox,
-   the finished hand), each exactly once, then saves again without them.
+5. hands the effects (ledger transfers, ``poker.*`` events through the outbox, the
+   finished hand) to the table's effects task, which carries them out in order, each
+   exactly once, batching what piled up, then saves again without them. The next
+   command does not wait for the database (the saved state already holds the effects);
+   only a join waits for its buy-in's answer.
 
 **Takeover.** A new owner reads the saved bytes, refuses them if they carry a newer
 token than its own, and claims them by compare-and-set with its token: from then on
@@ -71,6 +74,14 @@ class Command:
 
 
 COMMANDS: Final = ("join", "leave", "sit_out", "sit_in", "act")
+WAKE: Final = "_wake"
+"""Not a player's command: the effects task asks the actor to look at its timers."""
+
+
+def _done_future() -> asyncio.Future[dict[str, Any]]:
+    future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    future.set_result({})
+    return future
 
 
 def state_key(table_id: str) -> str:
@@ -113,6 +124,11 @@ class TableActor:
         self._renewed_at = time.monotonic()
         self._saved_version = table.version
         self._refusals: dict[str, str] = {}
+        self._save_lock = asyncio.Lock()
+        self._effects_wake = asyncio.Event()
+        self._effects_idle = asyncio.Event()
+        self._effects_idle.set()
+        self._effects_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -127,7 +143,13 @@ class TableActor:
     async def run(self) -> None:
         try:
             await self._recover()
+            self._effects_task = asyncio.create_task(
+                self._effects_loop(), name=f"table-{self.table_id}-effects"
+            )
             while True:
+                if self._effects_task.done():
+                    self._effects_task.result()  # its failure (fenced out) stops us too
+                    return
                 await self._renew_if_due()
                 wake = self.table.wake_at()
                 timeout = self.host.lease_seconds / 3
@@ -141,7 +163,8 @@ class TableActor:
                 except TimeoutError:
                     await self._on_time()
                     continue
-                await self._handle(command, future)
+                if command.kind != WAKE:
+                    await self._handle(command, future)
                 await self._on_time()
         except (LockLost, FencedOut) as exc:
             log.warning("gameserver.table_lost", table=self.table_id, reason=str(exc))
@@ -150,6 +173,10 @@ class TableActor:
             log.exception("gameserver.actor_failed", table=self.table_id)
             raise
         finally:
+            if self._effects_task is not None:
+                self._effects_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._effects_task
             self._fail_waiting(TableUnavailable(f"table {self.table_id} moved to another process"))
 
     async def _recover(self) -> None:
@@ -190,6 +217,7 @@ class TableActor:
             raise
         try:
             if command.kind == "join":
+                await self._effects_idle.wait()  # the buy-in transfer has been answered
                 answer.update(self._join_result(command))
         except TableError as exc:
             if not future.done():
@@ -226,12 +254,40 @@ class TableActor:
         return {"seat": seat, "stack": info.stack, "status": info.status.value}
 
     async def _commit(self, step: Step) -> None:
-        """Save, publish, then carry out the effects (and save that they are done)."""
+        """Save (effects included), publish, and hand the effects to the effects task:
+        the next command does not wait for the database, the saved state holds them."""
         await self._save()
         await self.host.publish(self, step.messages)
-        await self._carry_out()
+        if self.table.effects:
+            self._effects_idle.clear()
+            self._effects_wake.set()
 
-    async def _carry_out(self) -> None:
+    async def _effects_loop(self) -> None:
+        """Carry out pending effects in order, batching what piled up meanwhile; retry
+        with backoff while the store is down (the effects wait in the saved state)."""
+        backoff = 0.1
+        while True:
+            await self._effects_wake.wait()
+            self._effects_wake.clear()
+            try:
+                changed = await self._carry_out()
+            except (LockLost, FencedOut):
+                raise
+            except LudexError as exc:
+                log.warning("gameserver.effects_failed", table=self.table_id, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._effects_wake.set()
+                continue
+            backoff = 0.1
+            if changed:  # a buy-in seated someone: the actor may deal now
+                self._inbox.put_nowait((Command(WAKE, ""), _done_future()))
+            if not self._effects_wake.is_set() and not self.table.effects:
+                self._effects_idle.set()
+
+    async def _carry_out(self) -> bool:
+        """Carry out every pending effect; True when the table changed (buy-ins)."""
+        changed = False
         while self.table.effects:
             effects = self.table.effects
             outcomes = await self.host.games.apply(self.config, effects)
@@ -246,17 +302,21 @@ class TableActor:
                         effect.session, effect.amount, outcome == OK, now
                     )
                     follow.messages += settled.messages
+                    changed = True
             self.table.effects_done(list(outcomes))
             await self._save()
             if follow.messages:
                 await self.host.publish(self, follow.messages)
+        return changed
 
     async def _save(self) -> None:
-        blob = _pack(self.lease.token, self.table)
-        if not await self.host.kv.compare_and_set(state_key(self.table_id), self._saved, blob):
-            raise FencedOut(f"table {self.table_id} was saved by another owner")
-        self._saved = blob
-        self._saved_version = self.table.version
+        async with self._save_lock:  # the actor and its effects task save in turn
+            version = self.table.version
+            blob = _pack(self.lease.token, self.table)
+            if not await self.host.kv.compare_and_set(state_key(self.table_id), self._saved, blob):
+                raise FencedOut(f"table {self.table_id} was saved by another owner")
+            self._saved = blob
+            self._saved_version = version
 
     def _fail_waiting(self, exc: Exception) -> None:
         while not self._inbox.empty():
