@@ -27,8 +27,9 @@ Rules beyond the engine's (``docs/gameserver.md``):
   by ``time_bank_refill_seconds`` per hand up to ``time_bank_seconds``); when both are
   gone the player checks if that is legal, else folds, and sits out from the next hand.
   A player sitting out or leaving who is still in a hand acts the same way at once.
-* **Leaving** between hands (or after folding) cashes out at once; leaving during a
-  hand cashes out when it ends. A player whose stack reaches 0 leaves.
+* **Leaving** between hands cashes out at once; a player dealt into the hand in play
+  (folded or not) keeps the seat and cashes out when the hand ends (folded at once if it
+  is their turn, or when the action reaches them). A player whose stack reaches 0 leaves.
 
 Never: I/O, clocks, randomness, floats in chip amounts.
 """
@@ -469,7 +470,7 @@ class Table:
         seat = self._data.seats[number]
         if seat.status is SeatStatus.BUYING_IN:
             raise TableError("the buy-in is still in progress; leave when seated")
-        if self._in_live_hand(player):
+        if self._dealt_in(player):
             seat.leaving = True
             step = self._changed(Step([Message("leaving", {"seat": number, "player": player})]))
             if self._actor_player() == player:
@@ -705,11 +706,10 @@ class Table:
         if self._data.hand is None and self._data.next_hand_at is None:
             self._data.next_hand_at = now
 
-    def _in_live_hand(self, player: str) -> bool:
-        hand, state = self._data.hand, self._state
-        if hand is None or state is None or player not in hand.players:
-            return False
-        return bool(state.contending[hand.players.index(player)])
+    def _dealt_in(self, player: str) -> bool:
+        """Dealt into the hand in play (folded or not): the seat is theirs until it ends."""
+        hand = self._data.hand
+        return hand is not None and player in hand.players
 
     def _actor_player(self) -> str | None:
         hand, state = self._data.hand, self._state

@@ -693,6 +693,20 @@ class ReplayResult:
         return lines
 
 
+RAKE_BASIS_POINTS: Final = "_rake_basis_points"
+RAKE_CAP: Final = "_rake_cap"
+RAKE_NO_FLOP_NO_DROP: Final = "_rake_no_flop_no_drop"
+"""User-defined PHH fields (the standard has none for rake) that ludex writes for a raked
+hand and reads when it replays one, so a raked hand replays to its own stacks."""
+
+
+def _user_int(extra: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = extra.get(key, default)
+    if value is not None and (type(value) is not int or value < 0):
+        raise HandHistoryError(f"field {key!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
 def engine_setup(history: HandHistory) -> tuple[GameConfig, int]:
     """The engine's :class:`~ludex.poker.rules.GameConfig` and button for a history.
 
@@ -703,7 +717,7 @@ def engine_setup(history: HandHistory) -> tuple[GameConfig, int]:
     everyone, or a big-blind ante (non-zero only at index 1).
     """
     from ludex.errors import PokerError
-    from ludex.poker.rules import MAX_SEATS, GameConfig, Variant
+    from ludex.poker.rules import MAX_SEATS, GameConfig, RakeConfig, Variant
 
     if history.variant not in REPLAYABLE_VARIANTS:
         raise HandHistoryError(
@@ -736,7 +750,13 @@ def engine_setup(history: HandHistory) -> tuple[GameConfig, int]:
             f"field 'antes' {list(antes)}: ludex supports no ante, one ante for everyone, "
             "or a big-blind ante (non-zero at p2 only)"
         )
+    extra = dict(history.user_defined)
     try:
+        rake = RakeConfig(
+            basis_points=_user_int(extra, RAKE_BASIS_POINTS, 0) or 0,
+            cap=_user_int(extra, RAKE_CAP, None),
+            no_flop_no_drop=bool(extra.get(RAKE_NO_FLOP_NO_DROP, True)),
+        )
         config = GameConfig(
             variant=Variant(history.variant),
             small_blind=blinds[0],
@@ -746,6 +766,7 @@ def engine_setup(history: HandHistory) -> tuple[GameConfig, int]:
             straddles=tuple(straddles),
             min_bet=history.min_bet or 0,
             seat_count=count,
+            rake=rake,
         )
     except PokerError as exc:
         raise HandHistoryError(f"the hand's stakes: {exc}") from None
@@ -967,6 +988,14 @@ def from_operations(
         optional["seats"] = tuple(seats[e] for e in order)
     if finished:
         optional.setdefault("finishing_stacks", tuple(stacks[e] for e in order))
+    if config.rake.basis_points:
+        rake_fields: list[tuple[str, Any]] = [
+            (RAKE_BASIS_POINTS, config.rake.basis_points),
+            (RAKE_NO_FLOP_NO_DROP, config.rake.no_flop_no_drop),
+        ]
+        if config.rake.cap is not None:
+            rake_fields.append((RAKE_CAP, config.rake.cap))
+        optional["user_defined"] = (*optional.get("user_defined", ()), *rake_fields)
     return HandHistory(
         variant=config.variant.value,
         antes=antes,
