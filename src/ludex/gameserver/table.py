@@ -431,7 +431,9 @@ class Table:
         )
         d.effects.append(
             BuyIn(
-                id=f"buyin:{d.config.table_id}:{session}",
+                # The table's version, not the client's request id: a request id reused
+                # for a later sitting must not name a transfer that was already made.
+                id=f"buyin:{d.config.table_id}:{d.version}:{seat}",
                 player=player,
                 seat=seat,
                 amount=amount,
@@ -900,7 +902,7 @@ class Table:
         if seat.stack:
             d.effects.append(
                 CashOut(
-                    id=f"cashout:{d.config.table_id}:{seat.session}",
+                    id=f"cashout:{d.config.table_id}:{d.version}:{number}",
                     player=seat.player,
                     seat=number,
                     amount=seat.stack,
