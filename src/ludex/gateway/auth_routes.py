@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from ludex.config import Settings
 from ludex.gateway.auth import AuthError, AuthService, IpAllowList, Principal, Tokens, require
-from ludex.ports.kv import KeyValue
+from ludex.ports.kv import KeyValue, RateDecision
 
 MAX_SIWE_MESSAGE = 8192
 MAX_SIGNATURE = 200
@@ -64,6 +64,16 @@ def _tokens(tokens: Tokens) -> dict[str, Any]:
     }
 
 
+def refuse_if_limited(decision: RateDecision, who: str) -> None:
+    """429 with ``Retry-After`` (whole seconds) when the token bucket said no."""
+    if not decision.allowed:
+        raise HTTPException(
+            429,
+            f"too many requests from {who}; retry in {decision.retry_after:.1f} s",
+            headers={"Retry-After": str(max(1, math.ceil(decision.retry_after)))},
+        )
+
+
 def rate_limited(
     kv: KeyValue, name: str, capacity: int, per_second: float
 ) -> Callable[[Request], Awaitable[None]]:
@@ -71,13 +81,7 @@ def rate_limited(
 
     async def dependency(request: Request) -> None:
         host = request.client.host if request.client else "unknown"
-        decision = await kv.rate_limit(f"rl:{name}:ip:{host}", capacity, per_second)
-        if not decision.allowed:
-            raise HTTPException(
-                429,
-                f"too many requests from {host}; retry in {decision.retry_after:.1f} s",
-                headers={"Retry-After": str(max(1, math.ceil(decision.retry_after)))},
-            )
+        refuse_if_limited(await kv.rate_limit(f"rl:{name}:ip:{host}", capacity, per_second), host)
 
     return dependency
 

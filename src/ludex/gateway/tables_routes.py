@@ -15,7 +15,6 @@ JSON shape; a table dealt by no process right now answers 503 with ``Retry-After
 No ``from __future__ import annotations``: FastAPI evaluates the route annotations.
 """
 
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -30,6 +29,7 @@ from ludex.gameserver.lobby import Lobby
 from ludex.gameserver.store import HandRow
 from ludex.gameserver.table import TableConfig, TableError
 from ludex.gateway.auth import IpAllowList, Principal, require
+from ludex.gateway.auth_routes import refuse_if_limited
 from ludex.ports.kv import KeyValue
 
 TABLE_ID = r"^[A-Za-z0-9._-]{1,32}$"
@@ -90,13 +90,7 @@ def caller_limited(
         who = (
             f"{principal.via}:{principal.subject if principal.via == 'jwt' else principal.token_id}"
         )
-        decision = await kv.rate_limit(f"rl:api:{who}", capacity, per_second)
-        if not decision.allowed:
-            raise HTTPException(
-                429,
-                f"too many requests; retry in {decision.retry_after:.1f} s",
-                headers={"Retry-After": str(max(1, math.ceil(decision.retry_after)))},
-            )
+        refuse_if_limited(await kv.rate_limit(f"rl:api:{who}", capacity, per_second), "you")
         return principal
 
     return limit
