@@ -12,7 +12,7 @@ from typing import Any
 
 from ludex.gameserver.host import Command, TableHost
 from ludex.gameserver.store import CLOSED, OPEN, GameStore, HandRow
-from ludex.gameserver.table import TableConfig, TableError
+from ludex.gameserver.table import Table, TableConfig, TableError
 from ludex.poker import phh
 
 
@@ -55,8 +55,6 @@ class Lobby:
         config, status = found
         table = await self.host.view(table_id)
         if table is None:
-            from ludex.gameserver.table import Table
-
             table = Table(config)
         return {**table.public_view(), "status": status}
 
@@ -77,7 +75,9 @@ class Lobby:
             raise NotFound(f"no table {table_id!r}")
 
     async def command(self, table_id: str, command: Command) -> dict[str, Any]:
-        if await self.games.table(table_id) is None:
+        """Run a command at a table this process deals; the store is read only to tell
+        an unknown table (404) from one dealt elsewhere (503), never on the hot path."""
+        if not self.host.owns(table_id) and await self.games.table(table_id) is None:
             raise NotFound(f"no table {table_id!r}")
         return await self.host.submit(table_id, command)
 

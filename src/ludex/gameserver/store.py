@@ -191,9 +191,7 @@ class GameStore:
         """Balances of the accounts that exist (missing ones are left out)."""
         async with self.store.transaction(read_only=True) as session:
             found = await ledger.get_accounts(session, account_ids)
-            present = [a for a in account_ids if a in found]
-            values = await ledger.balances(session, present) if present else {}
-        return {k: v.balance for k, v in values.items()}
+        return {k: account.balance.balance for k, account in found.items()}
 
     # -- effects ---------------------------------------------------------------------
 
@@ -380,40 +378,22 @@ def _reason(exc: LedgerError) -> str:
     return str(exc)
 
 
+_PAYLOADS: Final = {
+    HandStartedEffect: HandStarted,
+    ActionEffect: PlayerActed,
+    HandDone: HandCompleted,
+}
+_NOT_IN_EVENT: Final = frozenset({"id", "number", "record"})
+"""Effect fields the event leaves out (the hand's number and record are in poker_hands)."""
+
+
 def _envelope(config: TableConfig, effect: Effect, now: datetime) -> Envelope:
-    table_id = config.table_id
-    payload: HandStarted | PlayerActed | HandCompleted
-    if isinstance(effect, HandStartedEffect):
-        payload = HandStarted(
-            table_id=table_id,
-            hand_id=effect.hand_id,
-            button_seat=effect.button_seat,
-            seats=effect.seats,
-            stacks=effect.stacks,
-            commitment=effect.commitment,
-        )
-    elif isinstance(effect, ActionEffect):
-        payload = PlayerActed(
-            table_id=table_id,
-            hand_id=effect.hand_id,
-            sequence=effect.sequence,
-            seat=effect.seat,
-            action=effect.action,
-            amount=effect.amount,
-        )
-    elif isinstance(effect, HandDone):
-        payload = HandCompleted(
-            table_id=table_id,
-            hand_id=effect.hand_id,
-            history_phh=effect.history_phh,
-            commitment=effect.commitment,
-            seed_reveal=effect.seed_reveal,
-            previous_record_hash=effect.previous_record_hash,
-            record_hash=effect.record_hash,
-            deltas=effect.deltas,
-            rake=effect.rake,
-            currency=config.currency,
-        )
-    else:  # pragma: no cover - money effects never reach here
+    """The event of an event effect: its fields, plus the table (and a hand's currency)."""
+    kind = _PAYLOADS.get(type(effect))
+    if kind is None:  # pragma: no cover - money effects never reach here
         raise TableError(f"effect {effect.id} is not an event")
-    return new_event(payload, key=table_id, producer=PRODUCER, occurred_at=now)
+    fields = {k: v for k, v in msgspec.structs.asdict(effect).items() if k not in _NOT_IN_EVENT}
+    if isinstance(effect, HandDone):
+        fields["currency"] = config.currency
+    payload = kind(table_id=config.table_id, **fields)
+    return new_event(payload, key=config.table_id, producer=PRODUCER, occurred_at=now)
