@@ -103,9 +103,12 @@ def logging_restored() -> Iterator[None]:
 @pytest.mark.usefixtures("logging_restored")
 def test_cli_prints_json() -> None:
     args = ["bench", "realtime", "--subscribers", "5", "--tables", "0", "--messages", "4"]
-    result = CliRunner().invoke(app, [*args, "--no-peer", "--client-processes", "1"])
+    bots = ["--bot-tables", "1", "--bot-players", "2", "--bot-seconds", "2"]
+    result = CliRunner().invoke(app, [*args, *bots, "--no-peer", "--client-processes", "1"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed["benchmark"] == "realtime"
     assert set(printed["backends"]) == {"ludex"}
     _check_run(printed["backends"]["ludex"]["scenarios"]["one_channel_5"], 5, 1, 4)
+    seated = printed["action_to_broadcast"]
+    assert (seated["tables"], seated["players_per_table"]) == (1, 2), seated

@@ -31,6 +31,7 @@ import structlog
 import websockets
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ludex.errors import LudexError
 from ludex.gateway.auth import siwe_message
@@ -38,6 +39,10 @@ from ludex.gateway.auth import siwe_message
 log = structlog.get_logger(__name__)
 
 ACTED_OPS: Final = frozenset({"fold", "check", "call", "bet_raise"})
+CONNECT_ATTEMPTS: Final = 4
+# A loaded server may close a pooled keep-alive connection just as a bot reuses it, or
+# drop a handshake; sign-in and the stream connect start again (a fresh nonce each time).
+TRANSIENT: Final = (httpx.TransportError, OSError, websockets.InvalidHandshake, TimeoutError)
 
 Fund = Callable[[str, int], Awaitable[None]]
 OpenTable = Callable[[dict[str, Any]], Awaitable[None]]
@@ -138,11 +143,24 @@ class Bot:
         token: str = answer.json()["access_token"]
         return token
 
-    async def run(self, stop: asyncio.Event) -> BotStats:
-        token = await self.sign_in()
+    async def _connect(self) -> Any:
+        """Sign in and open the stream, again from the start after a transport error."""
         ws_url = self.base_url.replace("http", "ws", 1) + "/v1/stream"
-        async with websockets.connect(ws_url, max_size=2**20) as ws:
-            await ws.send(json.dumps({"op": "hello", "token": token}))
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(CONNECT_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=2),
+            retry=retry_if_exception_type(TRANSIENT),
+            reraise=True,
+        ):
+            with attempt:
+                token = await self.sign_in()
+                ws = await websockets.connect(ws_url, max_size=2**20, open_timeout=30)
+                await ws.send(json.dumps({"op": "hello", "token": token}))
+                return ws
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def run(self, stop: asyncio.Event) -> BotStats:
+        async with await self._connect() as ws:
             await ws.send(json.dumps({"op": "subscribe", "channel": f"player:{self.address}"}))
             await ws.send(json.dumps({"op": "subscribe", "channel": f"table:{self.table_id}"}))
             await self._join(ws)
