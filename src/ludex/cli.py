@@ -601,6 +601,15 @@ def bench_realtime(
     ] = 200,
     bot_players: Annotated[int, typer.Option(min=2, max=10, help="Bots per table.")] = 3,
     bot_seconds: Annotated[float, typer.Option(min=1, help="How long the bots play.")] = 20.0,
+    bot_think_ms: Annotated[
+        list[float] | None,
+        typer.Option(
+            min=0,
+            max=60_000,
+            help="Bots' mean think time before acting; repeat for one run each "
+            "(default: 500 and 0, the ceiling).",
+        ),
+    ] = None,
     quick: Annotated[
         bool,
         typer.Option("--quick", help="200 subscribers, 20 tables, 20 messages, 5 bot tables."),
@@ -608,7 +617,7 @@ def bench_realtime(
 ) -> None:
     """Stream fan-out: deliveries/s and p50/p99 latency of /v1/stream (1,000 and 5,000
     subscribers on one channel, and spread over 500 tables), against python-socketio."""
-    from ludex.bench.realtime import QUICK, Options
+    from ludex.bench.realtime import BOT_THINK_MS, QUICK, Options
     from ludex.bench.realtime import run as run_bench
 
     if quick:
@@ -621,6 +630,7 @@ def bench_realtime(
             bot_tables=QUICK.bot_tables,
             bot_players=QUICK.bot_players,
             bot_seconds=QUICK.bot_seconds,
+            bot_think_ms=tuple(bot_think_ms or QUICK.bot_think_ms),
         )
     else:
         options = Options(
@@ -632,6 +642,7 @@ def bench_realtime(
             bot_tables=bot_tables,
             bot_players=bot_players,
             bot_seconds=bot_seconds,
+            bot_think_ms=tuple(bot_think_ms or BOT_THINK_MS),
         )
     _quiet_logs()
     _bench_output(asyncio.run(run_bench(options)))

@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     api_rate_per_second: float = Field(default=20.0, gt=0, le=100_000)
     stream_rate_capacity: int = Field(default=40, ge=1, le=100_000)
     stream_rate_per_second: float = Field(default=10.0, gt=0, le=100_000)
+    stream_compression: bool = False
 
     gameserver_enabled: bool = True
     gameserver_lease_seconds: float = Field(default=10.0, ge=1, le=600)

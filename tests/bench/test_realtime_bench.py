@@ -27,6 +27,7 @@ SMALL = realtime.Options(
     bot_tables=2,
     bot_players=2,
     bot_seconds=3.0,
+    bot_think_ms=(20.0, 0.0),
 )
 
 
@@ -66,13 +67,23 @@ async def test_every_subscriber_gets_every_message_in_order() -> None:
         assert row["ludex_over_socketio"] > 0
         assert set(row["goals_met"]) == {"delivered_per_s", "p99_ms", "ahead_of_peer"}
     assert result["file_descriptors"]["soft"] >= result["file_descriptors"]["needed"]
-    bots = result["action_to_broadcast"]
-    assert "failed" not in bots, bots
-    assert bots["tables"] == 2
-    assert bots["actions"] > 0
-    assert bots["hands"] > 0
-    timing = bots["action_to_broadcast_ms"]
-    assert 0 < timing["p50"] <= timing["p99"] <= timing["max"]
+    runs = result["action_to_broadcast"]
+    assert set(runs) == {"think_20ms", "think_0ms"}, runs
+    for name, bots in runs.items():
+        assert bots["tables"] == 2
+        assert bots["think_ms"] == (20.0 if name == "think_20ms" else 0.0)
+        assert bots["actions"] > 0
+        assert bots["hands"] > 0
+        assert bots["actions_per_s"] == pytest.approx(bots["actions"] / bots["seconds"], rel=0.01)
+        timing = bots["action_to_broadcast_ms"]
+        assert 0 < timing["p50"] <= timing["p99"] <= timing["max"]
+        assert bots["server_cpu_s"] > 0
+        assert bots["server_cpu_ms_per_action"] > 0
+    # The goal is judged only where the bots think, as players do.
+    assert "meets_goal" in runs["think_20ms"]
+    assert "meets_goal" not in runs["think_0ms"]
+    # Thinking bots act less often than bots that answer at once.
+    assert runs["think_20ms"]["actions_per_s"] < runs["think_0ms"]["actions_per_s"]
 
 
 def test_scenarios_follow_the_options() -> None:
@@ -103,12 +114,13 @@ def logging_restored() -> Iterator[None]:
 @pytest.mark.usefixtures("logging_restored")
 def test_cli_prints_json() -> None:
     args = ["bench", "realtime", "--subscribers", "5", "--tables", "0", "--messages", "4"]
-    bots = ["--bot-tables", "1", "--bot-players", "2", "--bot-seconds", "2"]
+    bots = ["--bot-tables", "1", "--bot-players", "2", "--bot-seconds", "2", "--bot-think-ms", "5"]
     result = CliRunner().invoke(app, [*args, *bots, "--no-peer", "--client-processes", "1"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed["benchmark"] == "realtime"
     assert set(printed["backends"]) == {"ludex"}
     _check_run(printed["backends"]["ludex"]["scenarios"]["one_channel_5"], 5, 1, 4)
-    seated = printed["action_to_broadcast"]
-    assert (seated["tables"], seated["players_per_table"]) == (1, 2), seated
+    runs = printed["action_to_broadcast"]
+    assert set(runs) == {"think_5ms"}, runs
+    assert (runs["think_5ms"]["tables"], runs["think_5ms"]["players_per_table"]) == (1, 2)

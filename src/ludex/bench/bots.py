@@ -7,7 +7,8 @@ action on the table channel, so it holds the client's JSON work, the server's co
 path (validation, the engine, the fenced save, the publish) and both socket hops. The
 bots run in the bench process and share the machine's CPUs with the server; the
 effects (ledger, outbox) run after the broadcast and are not in the figure, but they
-load the same server process.
+load the same server process. The window opens once every bot is seated; the server's
+CPU seconds over it (from ``/proc``) give its cost per action.
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ from ludex.adapters.chain.anvil import free_port
 from ludex.gameserver.bots import AdminApi, BotError, run_bots
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def action_to_broadcast(
-    tables: int, players_per_table: int, seconds: float
+    tables: int, players_per_table: int, seconds: float, think_seconds: float = 0.0
 ) -> dict[str, Any]:
     """Run the gateway, seat the bots, play ``seconds``; the summary with p50/p99."""
     port = free_port()
     admin_token = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="ludex-bench-bots-") as data:
+    with (
+        tempfile.TemporaryDirectory(prefix="ludex-bench-bots-") as data,
+        tempfile.TemporaryFile(dir=data, prefix="gateway-", suffix=".log") as server_log,
+    ):
         env = {
             **os.environ,
             "LUDEX_STORE_URL": f"sqlite:///{data}/ludex.db",
@@ -57,14 +68,15 @@ async def action_to_broadcast(
             "gateway",
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=server_log,  # a file: an unread pipe would stall the server once full
         )
         base = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 for _ in range(600):
                     if server.returncode is not None:
-                        err = (await server.stderr.read()).decode()[-500:] if server.stderr else ""
+                        server_log.seek(0)
+                        err = server_log.read().decode(errors="replace")[-500:]
                         return {"failed": f"the gateway exited ({server.returncode}): {err}"}
                     with contextlib.suppress(httpx.TransportError):
                         if (await http.get("/healthz")).status_code == 200:
@@ -83,8 +95,14 @@ async def action_to_broadcast(
                     siwe_domain=f"127.0.0.1:{port}",
                     chain_id=31337,
                     seed=7,
+                    think_seconds=think_seconds,
+                    server_cpu=lambda: process_cpu_seconds(server.pid),
                 )
             summary = run.summary()
+            server_log.seek(0)
+            warnings = server_log.read().decode(errors="replace").splitlines()
+            if warnings:  # the gateway logs at WARNING: anything here is news
+                summary["gateway_warnings"] = {"count": len(warnings), "first": warnings[:3]}
             if not summary["actions"]:
                 return {"failed": "the bots made no action", **summary}
             return summary

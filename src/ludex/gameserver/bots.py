@@ -11,7 +11,11 @@ Tables and chips come from the operator: :class:`AdminApi` uses the admin routes
 admin JWT from ``LUDEX_ADMIN_TOKEN``); the in-process demo passes its own functions.
 
 Every bot measures action-to-broadcast: from sending ``act`` to receiving its own
-action on the table channel.
+action on the table channel. :func:`run_bots` counts only a window that opens once every
+bot is seated, so sign-in and buy-in are not in the figures. A bot may think before it
+acts (``think_seconds``, drawn uniformly from half to one and a half times that), as a
+player does; with no think time every table is always waiting on the server and the
+run measures the most actions the server takes, not its latency at a given load.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ TRANSIENT: Final = (httpx.TransportError, OSError, websockets.InvalidHandshake, 
 
 Fund = Callable[[str, int], Awaitable[None]]
 OpenTable = Callable[[dict[str, Any]], Awaitable[None]]
+CpuProbe = Callable[[], float]
+SEATED_WITHIN_S: Final = 120.0
 
 
 class BotError(LudexError):
@@ -105,6 +111,7 @@ class Bot:
         siwe_domain: str,
         chain_id: int,
         rng: random.Random,
+        think_seconds: float = 0.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = http
@@ -114,6 +121,8 @@ class Bot:
         self.siwe_domain = siwe_domain
         self.chain_id = chain_id
         self.rng = rng
+        self.think_seconds = think_seconds
+        self.seated = asyncio.Event()
         self.wallet = Account.create()
         self.address = self.wallet.address.lower()
         self.stats = BotStats()
@@ -121,6 +130,12 @@ class Bot:
         self._refs = 0
         self._join_ref = -1
         self._sittings = 0
+        self._thinking: asyncio.Task[None] | None = None
+
+    def reset_stats(self) -> None:
+        """Start counting afresh (the measured window opens)."""
+        self.stats = BotStats()
+        self._sent.clear()
 
     async def sign_in(self) -> str:
         nonce = (await self.http.get("/v1/auth/nonce")).json()["nonce"]
@@ -171,6 +186,8 @@ class Bot:
                 except TimeoutError:
                     continue
                 await self._on_frame(ws, json.loads(raw))
+            if self._thinking is not None:
+                self._thinking.cancel()
             with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
                 leave = await self._send(ws, {"op": "leave", "table": self.table_id})
                 async with asyncio.timeout(5):
@@ -200,6 +217,10 @@ class Bot:
 
     async def _on_frame(self, ws: Any, frame: dict[str, Any]) -> None:
         kind, data = frame["type"], frame["data"]
+        if kind == "ack":
+            if data.get("ref") == self._join_ref:
+                self.seated.set()
+            return
         if kind == "error":
             if data.get("ref") == self._join_ref and data.get("code") == "table_unavailable":
                 await asyncio.sleep(0.2)  # the table is being taken by a host; ask again
@@ -226,6 +247,18 @@ class Bot:
             await self._join(ws)
 
     async def _act(self, ws: Any, hand_id: str, legal: dict[str, Any]) -> None:
+        if self.think_seconds > 0:
+            delay = self.think_seconds * (0.5 + self.rng.random())
+            self._thinking = asyncio.create_task(self._act_later(ws, delay, hand_id, legal))
+        else:
+            await self._send_act(ws, hand_id, legal)
+
+    async def _act_later(self, ws: Any, delay: float, hand_id: str, legal: dict[str, Any]) -> None:
+        await asyncio.sleep(delay)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self._send_act(ws, hand_id, legal)
+
+    async def _send_act(self, ws: Any, hand_id: str, legal: dict[str, Any]) -> None:
         action, amount = decide(legal, self.rng)
         frame: dict[str, Any] = {
             "op": "act",
@@ -257,6 +290,9 @@ class BotRun:
     players_per_table: int
     bots: list[Bot]
     elapsed_s: float
+    think_seconds: float = 0.0
+    bots_cpu_s: float = 0.0
+    server_cpu_s: float | None = None
 
     def summary(self) -> dict[str, Any]:
         latencies = sorted(ms for b in self.bots for ms in b.stats.latencies_ms)
@@ -267,15 +303,25 @@ class BotRun:
             return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)
 
         hands = {h for b in self.bots for h in b.stats.hands_seen}
-        return {
+        actions = sum(b.stats.actions for b in self.bots)
+        summary: dict[str, Any] = {
             "tables": self.tables,
             "players_per_table": self.players_per_table,
+            "think_ms": round(self.think_seconds * 1000, 1),
             "seconds": round(self.elapsed_s, 2),
             "hands": len(hands),
-            "actions": sum(b.stats.actions for b in self.bots),
+            "actions": actions,
+            "actions_per_s": round(actions / max(self.elapsed_s, 1e-9), 1),
             "refused": sum(b.stats.refused for b in self.bots),
             "action_to_broadcast_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+            "bots_cpu_s": round(self.bots_cpu_s, 3),
         }
+        if self.server_cpu_s is not None:
+            summary["server_cpu_s"] = round(self.server_cpu_s, 3)
+            summary["server_cpu_ms_per_action"] = round(
+                self.server_cpu_s * 1000 / max(actions, 1), 3
+            )
+        return summary
 
 
 async def run_bots(
@@ -292,12 +338,19 @@ async def run_bots(
     buy_in: int = 200,
     seed: int | None = None,
     stop: asyncio.Event | None = None,
+    think_seconds: float = 0.0,
+    server_cpu: CpuProbe | None = None,
 ) -> BotRun:
-    """Open ``tables`` tables, seat ``players_per_table`` bots at each, play ``seconds``."""
+    """Open ``tables`` tables, seat ``players_per_table`` bots at each, then count
+    ``seconds`` of play from when every bot is seated; ``server_cpu`` reads the server's
+    CPU seconds so far, for its share of the window."""
     if not 1 <= tables <= 10_000 or not 2 <= players_per_table <= 10:
         raise BotError("tables must be 1..10000 and players per table 2..10")
+    if not 0 <= think_seconds <= 60:
+        raise BotError("think time must be 0..60 s")
     rng = random.Random(seed)
-    stop = stop or asyncio.Event()
+    stop = stop or asyncio.Event()  # the caller's: ends the run early
+    done = asyncio.Event()  # ours: the bots leave (a caller's loop may run us again)
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
         bots: list[Bot] = []
@@ -326,17 +379,45 @@ async def run_bots(
                     siwe_domain=siwe_domain,
                     chain_id=chain_id,
                     rng=random.Random(rng.random()),
+                    think_seconds=think_seconds,
                 )
                 await fund(bot.address, buy_in * 50)
                 bots.append(bot)
-        started = time.perf_counter()
-        tasks = [asyncio.create_task(b.run(stop)) for b in bots]
-        timer = asyncio.create_task(asyncio.sleep(seconds))
-        await asyncio.wait([timer, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        timer.cancel()
+        tasks = [asyncio.create_task(b.run(done)) for b in bots]
+        try:
+            await _wait_seated(bots, tasks, stop)
+            for bot in bots:
+                bot.reset_stats()
+            run = BotRun(tables, players_per_table, bots, 0.0, think_seconds)
+            started, cpu = time.perf_counter(), time.process_time()
+            server_started = server_cpu() if server_cpu else None
+            timer = asyncio.create_task(asyncio.sleep(seconds))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([timer, stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            run.elapsed_s = time.perf_counter() - started
+            run.bots_cpu_s = time.process_time() - cpu
+            if server_cpu and server_started is not None:
+                run.server_cpu_s = server_cpu() - server_started
+            timer.cancel()
+            stopping.cancel()
+        finally:
+            done.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise BotError(f"{len(failures)} bot(s) failed; first: {failures[0]!r}")
-        return BotRun(tables, players_per_table, bots, time.perf_counter() - started)
+        return run
+
+
+async def _wait_seated(
+    bots: list[Bot], tasks: list[asyncio.Task[BotStats]], stop: asyncio.Event
+) -> None:
+    """Until every bot's join is answered; a bot that ended or a stop ends it early."""
+    deadline = time.monotonic() + SEATED_WITHIN_S
+    while not all(b.seated.is_set() for b in bots):
+        if stop.is_set() or any(t.done() for t in tasks):
+            return
+        if time.monotonic() > deadline:
+            waiting = sum(1 for b in bots if not b.seated.is_set())
+            raise BotError(f"{waiting} bot(s) not seated within {SEATED_WITHIN_S:.0f} s")
+        await asyncio.sleep(0.05)

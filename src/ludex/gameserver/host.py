@@ -121,14 +121,13 @@ class TableActor:
         self.table = table
         self._saved = saved
         self._inbox: asyncio.Queue[tuple[Command, asyncio.Future[dict[str, Any]]]] = asyncio.Queue()
-        self._renewed_at = time.monotonic()
         self._saved_version = table.version
         self._refusals: dict[str, str] = {}
         self._save_lock = asyncio.Lock()
         self._effects_wake = asyncio.Event()
         self._effects_idle = asyncio.Event()
         self._effects_idle.set()
-        self._effects_task: asyncio.Task[None] | None = None
+        self._helpers: list[asyncio.Task[None]] = []
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -143,14 +142,17 @@ class TableActor:
     async def run(self) -> None:
         try:
             await self._recover()
-            self._effects_task = asyncio.create_task(
-                self._effects_loop(), name=f"table-{self.table_id}-effects"
-            )
+            self._helpers = [
+                asyncio.create_task(self._effects_loop(), name=f"table-{self.table_id}-effects"),
+                asyncio.create_task(self._lease_loop(), name=f"table-{self.table_id}-lease"),
+            ]
+            for helper in self._helpers:
+                helper.add_done_callback(self._helper_ended)
             while True:
-                if self._effects_task.done():
-                    self._effects_task.result()  # its failure (fenced out) stops us too
-                    return
-                await self._renew_if_due()
+                for helper in self._helpers:
+                    if helper.done():
+                        helper.result()  # its failure (fenced out, lease lost) stops us too
+                        return
                 wake = self.table.wake_at()
                 timeout = self.host.lease_seconds / 3
                 if wake is not None:
@@ -173,10 +175,11 @@ class TableActor:
             log.exception("gameserver.actor_failed", table=self.table_id)
             raise
         finally:
-            if self._effects_task is not None:
-                self._effects_task.cancel()
+            for helper in self._helpers:
+                helper.cancel()
+            for helper in self._helpers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._effects_task
+                    await helper
             self._fail_waiting(TableUnavailable(f"table {self.table_id} moved to another process"))
 
     async def _recover(self) -> None:
@@ -184,10 +187,16 @@ class TableActor:
         await self._carry_out()
         await self.host.publish_snapshot(self)
 
-    async def _renew_if_due(self) -> None:
-        if time.monotonic() - self._renewed_at >= self.host.lease_seconds / 3:
+    async def _lease_loop(self) -> None:
+        """Renew the lease every third of its length, on its own clock: a busy command
+        loop (or one waiting on a buy-in) must not let it lapse."""
+        while True:
+            await asyncio.sleep(self.host.lease_seconds / 3)
             self.lease = await self.host.kv.renew_lock(self.lease, self.host.lease_seconds)
-            self._renewed_at = time.monotonic()
+
+    def _helper_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():  # wake the command loop: it stops on the helper's error
+            self._inbox.put_nowait((Command(WAKE, ""), _done_future()))
 
     async def _on_time(self) -> None:
         now = self.host.clock()

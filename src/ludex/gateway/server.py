@@ -50,6 +50,7 @@ class GatewayServer:
             access_log=False,
             server_header=False,
             limit_concurrency=10_000,
+            ws_per_message_deflate=settings.stream_compression,
             timeout_graceful_shutdown=5,
         )
         self.server = _Server(self.config)
