@@ -21,7 +21,7 @@ from ludex.adapters.sql.outbox import fetch_unpublished
 from ludex.adapters.sql.tables import poker_hands
 from ludex.errors import IllegalAction
 from ludex.events import decode
-from ludex.gameserver.host import Command, TableHost
+from ludex.gameserver.host import Command, TableHost, TableUnavailable
 from ludex.gameserver.store import GameStore, escrow_account, player_account, rake_account
 from ludex.gameserver.table import TableConfig, TableError
 from ludex.poker.record import from_json, verify_chain
@@ -292,5 +292,124 @@ async def test_a_buy_in_beyond_the_balance_is_refused_and_frees_the_seat(tmp_pat
         )
         assert joined["stack"] == 50
         assert await games.balance("CHIPS", PLAYERS[0]) == 0
+        await host.close()
+        await kv.close()
+
+
+async def _two_seated(host: TableHost) -> tuple[str, str]:
+    """Seat two players at t1 and wait for the first decision; (actor, other)."""
+    for seat, player in enumerate(PLAYERS[:2]):
+        await host.submit(
+            "t1", Command("join", player, seat=seat, amount=100, request_id=f"j{seat}")
+        )
+    for _ in range(200):
+        table = await host.view("t1")
+        assert table is not None
+        if table.hand_id is not None and not table.effects:
+            view = table.public_view()["hand"]
+            actor = table.seats()[view["actor_seat"]].player
+            return actor, next(p for p in PLAYERS[:2] if p != actor)
+        await asyncio.sleep(0.01)
+    raise AssertionError("no hand started")
+
+
+async def test_a_command_whose_caller_gave_up_is_not_applied(tmp_path: Path) -> None:
+    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
+        games = await setup(store, PLAYERS[:2])
+        kv = create_key_value("memory://")
+        await kv.start()
+        host = TableHost(games, kv, Hub(MemoryHistory()), scan_seconds=0.05)
+        await host.start()
+        actor, _ = await _two_seated(host)
+        started = await host.view("t1")
+        assert started is not None
+        hand_id = started.hand_id
+        # The command is queued, then its caller is cancelled before the table reads it.
+        waiting = asyncio.create_task(host.submit("t1", Command("act", actor, action="fold")))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        # A command after it is applied, so the cancelled one was read and skipped.
+        await host.submit("t1", Command("act", actor, action="check_call"))
+        table = await host.view("t1")
+        assert table is not None
+        # A fold would have ended the heads-up hand; the call passed the turn instead.
+        assert table.hand_id == hand_id
+        view = table.public_view()["hand"]
+        assert table.seats()[view["actor_seat"]].player != actor
+        await host.close()
+        await kv.close()
+
+
+async def test_a_join_waiting_for_its_buy_in_is_answered_when_the_host_stops(
+    tmp_path: Path,
+) -> None:
+    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
+        games = await setup(store, PLAYERS[:1])
+        kv = create_key_value("memory://")
+        await kv.start()
+        host = TableHost(games, kv, None, scan_seconds=0.05)
+        await host.start()
+        # Hold the store's writes so the buy-in cannot be answered.
+        gate = asyncio.Event()
+        apply = games.apply
+
+        async def held(*args: object, **kwargs: object) -> dict[str, str]:
+            await gate.wait()
+            return await apply(*args, **kwargs)  # type: ignore[arg-type]
+
+        games.apply = held  # type: ignore[method-assign]
+        joining = asyncio.create_task(
+            host.submit("t1", Command("join", PLAYERS[0], seat=0, amount=100, request_id="a"))
+        )
+        await asyncio.sleep(0.05)
+        assert not joining.done()
+        await host.crash()
+        async with asyncio.timeout(2):
+            with pytest.raises(TableUnavailable):
+                await joining
+        with pytest.raises(TableUnavailable):
+            await host.submit("t1", Command("sit_out", PLAYERS[0]))
+        gate.set()
+        await kv.close()
+
+
+async def test_event_effects_of_many_tables_share_a_transaction(tmp_path: Path) -> None:
+    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
+        games = await setup(store, PLAYERS[:4])
+        await games.create_table(config(table_id="t2"))
+        kv = create_key_value("memory://")
+        await kv.start()
+        host = TableHost(games, kv, None, scan_seconds=0.05)
+        await host.start()
+        for table_id, players in (("t1", PLAYERS[:2]), ("t2", PLAYERS[2:4])):
+            for seat, player in enumerate(players):
+                await host.submit(
+                    table_id,
+                    Command("join", player, seat=seat, amount=100, request_id=f"{table_id}{seat}"),
+                )
+        rng = random.Random(3)
+        await asyncio.gather(play(host, "t1", rng, 30), play(host, "t2", rng, 30))
+        for _ in range(200):
+            views = [await host.view(t) for t in ("t1", "t2")]
+            if all(v is not None and not v.effects for v in views):
+                break
+            await asyncio.sleep(0.01)
+        async with store.transaction(read_only=True) as session:
+            rows = await fetch_unpublished(session, 1_000_000)
+        events = [decode(r.payload) for r in rows]
+        acted = [e for e in events if e.type == "poker.action"]
+        assert len(acted) >= 60
+        # Each engine step once, per table in order, though tables shared transactions.
+        for table_id in ("t1", "t2"):
+            mine = [e.payload for e in acted if e.payload.table_id == table_id]
+            keys = [(p.hand_id, p.sequence) for p in mine]
+            assert len(keys) == len(set(keys))
+            by_hand: dict[str, list[int]] = {}
+            for hand_id, sequence in keys:
+                by_hand.setdefault(hand_id, []).append(sequence)
+            assert all(seqs == sorted(seqs) for seqs in by_hand.values())
+        assert 0 < host.effects.transactions < len(acted)
         await host.close()
         await kv.close()

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ludex.errors import ConfigError
 from ludex.realtime import (
@@ -541,3 +543,25 @@ async def test_json_and_msgpack_carry_the_same_envelope() -> None:
         decode_frame(b'{"seq": 1}', "json")
     with pytest.raises(RealtimeError, match="encoding"):
         hub.connect(encoding="xml")  # type: ignore[arg-type]
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=_JSON_VALUES)
+def test_json_frames_carry_exactly_what_the_standard_encoder_would(data: object) -> None:
+    """Frames are encoded with msgspec for speed; a client must read the same value the
+    standard library would have written (any string, number or nesting)."""
+    envelope = {"channel": "table:x", "epoch": "e1", "seq": 7, "type": "t", "data": data}
+    frame = encode_frame(envelope, "json")  # type: ignore[arg-type]
+    assert json.loads(frame) == envelope
+    assert decode_frame(frame, "json") == envelope

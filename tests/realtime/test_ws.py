@@ -1,6 +1,7 @@
-"""The /v1/stream WebSocket through a real uvicorn server: hello, anonymous and player
-connections, JSON and MessagePack, resume after a reconnect, private channels refused to
-others, oversized frames and bad requests."""
+"""The /v1/stream WebSocket through a real uvicorn server (stock protocol and the
+gateway's direct-write StreamProtocol): hello, anonymous and player connections, JSON
+and MessagePack, resume after a reconnect, private channels refused to others, oversized
+frames and bad requests."""
 
 from __future__ import annotations
 
@@ -21,31 +22,43 @@ from ludex.composition import open_container
 from ludex.gateway.app import create_app
 from ludex.gateway.auth import AuthService
 from ludex.realtime import Hub
+from ludex.realtime.transport import StreamProtocol
 from tests.conftest import service_url
 from tests.gateway.test_app import _settings
 
 
 class Server:
-    def __init__(self, url: str, hub: Hub, auth: AuthService) -> None:
+    def __init__(self, url: str, hub: Hub, auth: AuthService, direct: bool) -> None:
         self.url = url
         self.hub = hub
         self.auth = auth
+        self.direct = direct
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
+@pytest.fixture(params=["asgi", "direct"])
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    """The gateway under uvicorn: the stock protocol (every frame through ASGI, with
+    permessage-deflate as uvicorn's default), or the gateway's StreamProtocol without
+    compression (the direct write path; test_transport checks it is taken)."""
+    direct = request.param == "direct"
     async with open_container(_settings(tmp_path, service_url("anvil"))) as container:
         app = create_app(container)
         port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ws=StreamProtocol if direct else "auto",
+            ws_per_message_deflate=not direct,
         )
         running = uvicorn.Server(config)
         task = asyncio.create_task(running.serve())
         while not running.started:
             await asyncio.sleep(0.01)
         try:
-            yield Server(f"ws://127.0.0.1:{port}/v1/stream", app.state.hub, app.state.auth)
+            yield Server(f"ws://127.0.0.1:{port}/v1/stream", app.state.hub, app.state.auth, direct)
         finally:
             running.should_exit = True
             await task
@@ -79,6 +92,9 @@ async def test_a_watcher_gets_channel_messages_in_its_format(server: Server, fmt
         got = await frames(ws, 3, fmt)
         assert [m["data"]["n"] for m in got] == [0, 1, 2]
         assert [m["seq"] for m in got] == [ack["seq"] + 1, ack["seq"] + 2, ack["seq"] + 3]
+        # through the gateway app's middleware, the direct path is found (or not)
+        [conn] = server.hub.subscribers("table:7")
+        assert (conn.sink is not None) is server.direct
         await send(ws, {"op": "ping"}, fmt)
         assert (await frames(ws, 1, fmt))[0]["type"] == "pong"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import secrets
 import sys
@@ -25,6 +26,7 @@ import httpx
 
 from ludex.adapters.chain.anvil import free_port
 from ludex.gameserver.bots import AdminApi, BotError, run_bots
+from ludex.gateway.server import settle_gc
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -38,6 +40,20 @@ async def action_to_broadcast(
     tables: int, players_per_table: int, seconds: float, think_seconds: float = 0.0
 ) -> dict[str, Any]:
     """Run the gateway, seat the bots, play ``seconds``; the summary with p50/p99."""
+    # The bots measure in this process: tune its collector as the gateway tunes its own
+    # (ludex.gateway.server.settle_gc), so a client pause is not counted as the server's.
+    thresholds = gc.get_threshold()
+    settle_gc()
+    try:
+        return await _measure(tables, players_per_table, seconds, think_seconds)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+async def _measure(
+    tables: int, players_per_table: int, seconds: float, think_seconds: float
+) -> dict[str, Any]:
     port = free_port()
     admin_token = secrets.token_urlsafe(24)
     with (

@@ -5,7 +5,9 @@ For each scenario (N subscribers on one channel; N subscribers spread over T tab
 channels) and each backend, the run:
 
 1. starts a server in its own process: uvicorn (the gateway's defaults: uvloop,
-   httptools, the ``websockets`` sans-I/O protocol) on 127.0.0.1 and a free port,
+   httptools, the ``websockets`` sans-I/O protocol; for ludex the gateway's
+   ``StreamProtocol`` subclass of it, which writes stream frames directly) on
+   127.0.0.1 and a free port,
    serving either ludex's ``stream_endpoint`` on a :class:`~ludex.realtime.hub.Hub`
    over a ``MemoryHistory`` (what the gateway mounts at ``/v1/stream``) or a
    python-socketio ``AsyncServer`` (ASGI, rooms for channels). Both apps also answer
@@ -237,6 +239,9 @@ def _serve(kind: Kind, pipe: Pipe) -> None:
     """Server process: bind a free port on 127.0.0.1, report it, serve until killed."""
     import uvicorn
 
+    from ludex.gateway.server import settle_gc
+    from ludex.realtime.transport import StreamProtocol
+
     app = _ludex_app() if kind == "ludex" else _socketio_app()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -250,9 +255,12 @@ def _serve(kind: Kind, pipe: Pipe) -> None:
         server_header=False,
         limit_concurrency=20_000,
         backlog=4096,
+        # ludex as the gateway serves it (direct frame writes); socketio on the stock
+        # protocol, which is what it gets from uvicorn anywhere
+        ws=StreamProtocol if kind == "ludex" else "auto",
     )
     pipe.send(sock.getsockname()[1])
-    gc.freeze()  # as ludex's GatewayServer does at start; both servers get it
+    settle_gc()  # as ludex's GatewayServer does at start; both servers get it
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -17,7 +17,10 @@ fencing token only grows. For every table it holds, a :class:`TableActor` task:
    finished hand) to the table's effects task, which carries them out in order, each
    exactly once, batching what piled up, then saves again without them. The next
    command does not wait for the database (the saved state already holds the effects);
-   only a join waits for its buy-in's answer.
+   only a join waits for its buy-in's answer. Event effects (actions, hands) of every
+   table go through the host's :class:`EffectsWriter`, one transaction for all the
+   tables that have some waiting (group commit): the store's cost grows with the
+   number of transactions, not of tables.
 
 **Takeover.** A new owner reads the saved bytes, refuses them if they carry a newer
 token than its own, and claims them by compare-and-set with its token: from then on
@@ -42,7 +45,16 @@ from ulid import ULID
 
 from ludex.errors import IllegalAction, LockLost, LudexError, PokerError
 from ludex.gameserver.store import OK, GameStore
-from ludex.gameserver.table import BuyIn, Message, Step, Table, TableConfig, TableError
+from ludex.gameserver.table import (
+    BuyIn,
+    CashOut,
+    Effect,
+    Message,
+    Step,
+    Table,
+    TableConfig,
+    TableError,
+)
 from ludex.poker.shuffle import new_server_seed
 from ludex.ports.kv import KeyValue, Lease
 from ludex.realtime.hub import Hub
@@ -76,6 +88,65 @@ class Command:
 COMMANDS: Final = ("join", "leave", "sit_out", "sit_in", "act")
 WAKE: Final = "_wake"
 """Not a player's command: the effects task asks the actor to look at its timers."""
+
+
+class EffectsWriter:
+    """Group commit of the tables' event effects: while one transaction is being
+    written, the batches that arrive wait and then share the next one. Money effects
+    (buy-in, cash-out) keep a transaction each (:meth:`GameStore.apply`): a refused
+    buy-in must not take other tables' events down with it. A table hands over its next
+    batch only once the last is answered, so each table's effects stay in order."""
+
+    def __init__(self, games: GameStore) -> None:
+        self.games = games
+        self._waiting: list[tuple[TableConfig, tuple[Effect, ...], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="gameserver-effects-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _, _, future in self._waiting:
+            if not future.done():
+                future.set_exception(TableUnavailable("the table host is stopping"))
+        self._waiting.clear()
+
+    async def apply(self, config: TableConfig, effects: tuple[Effect, ...]) -> dict[str, str]:
+        """Carry out one table's pending effects, in order; outcomes by id."""
+        if self._task is None or any(isinstance(e, BuyIn | CashOut) for e in effects):
+            return await self.games.apply(config, effects)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((config, effects, future))
+        self._wake.set()
+        await future
+        return dict.fromkeys((e.id for e in effects), OK)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._waiting = self._waiting, []
+            if not batch:
+                continue
+            try:
+                await self.games.apply_events([(config, effects) for config, effects, _ in batch])
+            except Exception as exc:  # each table's effects task backs off and retries
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                self.transactions += 1
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
 
 def _done_future() -> asyncio.Future[dict[str, Any]]:
@@ -128,6 +199,7 @@ class TableActor:
         self._effects_idle = asyncio.Event()
         self._effects_idle.set()
         self._helpers: list[asyncio.Task[None]] = []
+        self._ended = False
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -135,8 +207,10 @@ class TableActor:
         return self.config.table_id
 
     async def submit(self, command: Command) -> dict[str, Any]:
+        if self._ended:  # its queue is no longer read: nobody would answer
+            raise TableUnavailable(f"table {self.table_id} moved to another process")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await self._inbox.put((command, future))
+        self._inbox.put_nowait((command, future))
         return await future
 
     async def run(self) -> None:
@@ -165,8 +239,14 @@ class TableActor:
                 except TimeoutError:
                     await self._on_time()
                     continue
-                if command.kind != WAKE:
-                    await self._handle(command, future)
+                if command.kind != WAKE and not future.done():  # done: its caller gave up
+                    try:
+                        await self._handle(command, future)
+                    finally:  # stopped or failed midway: its caller still gets an answer
+                        if not future.done():
+                            future.set_exception(
+                                TableUnavailable(f"table {self.table_id} moved to another process")
+                            )
                 await self._on_time()
         except (LockLost, FencedOut) as exc:
             log.warning("gameserver.table_lost", table=self.table_id, reason=str(exc))
@@ -175,6 +255,7 @@ class TableActor:
             log.exception("gameserver.actor_failed", table=self.table_id)
             raise
         finally:
+            self._ended = True
             for helper in self._helpers:
                 helper.cancel()
             for helper in self._helpers:
@@ -220,8 +301,11 @@ class TableActor:
             await self._commit(step)
         except BaseException as exc:
             if not future.done():
+                lost = isinstance(exc, LockLost) or not isinstance(exc, LudexError)
                 future.set_exception(
-                    exc if isinstance(exc, LudexError) else TableUnavailable(str(exc))
+                    TableUnavailable(f"table {self.table_id} moved to another process")
+                    if lost
+                    else exc
                 )
             raise
         try:
@@ -299,7 +383,7 @@ class TableActor:
         changed = False
         while self.table.effects:
             effects = self.table.effects
-            outcomes = await self.host.games.apply(self.config, effects)
+            outcomes = await self.host.effects.apply(self.config, effects)
             follow = Step()
             now = self.host.clock()
             for effect in effects:
@@ -362,6 +446,7 @@ class TableHost:
         self.new_seed = new_seed
         self.new_hand_id = new_hand_id
         self.actors: dict[str, TableActor] = {}
+        self.effects = EffectsWriter(games)
         self._scanner: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -369,6 +454,7 @@ class TableHost:
 
     async def start(self) -> None:
         if self._scanner is None:
+            self.effects.start()
             await self.scan()
             self._scanner = asyncio.create_task(self._scan_loop(), name="gameserver-scan")
 
@@ -391,6 +477,7 @@ class TableHost:
             with contextlib.suppress(asyncio.CancelledError, LudexError):
                 task.result()
         self._scanner = None
+        await self.effects.close()
         if release:
             for actor in self.actors.values():
                 with contextlib.suppress(LudexError):

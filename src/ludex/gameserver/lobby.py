@@ -4,6 +4,10 @@ One facade over the table records (:class:`~ludex.gameserver.store.GameStore`), 
 tables this process deals (:class:`~ludex.gameserver.host.TableHost`) and the saved
 state of the others, so both edges answer the same questions the same way. Requests
 are validated by the pure table; this module adds lookups and the "not found" cases.
+
+A player's command for a table dealt by another process goes through the relay
+(:mod:`ludex.gameserver.relay`) to that process, and its answer comes back as if the
+table were dealt here.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ludex.gameserver.host import Command, TableHost
+from ludex.gameserver.relay import Relay
 from ludex.gameserver.store import CLOSED, OPEN, GameStore, HandRow
 from ludex.gameserver.table import Table, TableConfig, TableError
 from ludex.poker import phh
@@ -21,9 +26,10 @@ class NotFound(TableError):
 
 
 class Lobby:
-    def __init__(self, games: GameStore, host: TableHost) -> None:
+    def __init__(self, games: GameStore, host: TableHost, relay: Relay | None = None) -> None:
         self.games = games
         self.host = host
+        self.relay = relay
 
     async def tables(self) -> list[dict[str, Any]]:
         """Every open table with its seats and whether a hand is in play."""
@@ -75,11 +81,17 @@ class Lobby:
             raise NotFound(f"no table {table_id!r}")
 
     async def command(self, table_id: str, command: Command) -> dict[str, Any]:
-        """Run a command at a table this process deals; the store is read only to tell
-        an unknown table (404) from one dealt elsewhere (503), never on the hot path."""
-        if not self.host.owns(table_id) and await self.games.table(table_id) is None:
+        """Run a player's command: here when this process deals the table (no store
+        read, no Redis hop), else through the relay at the process that does. The
+        store is read only to tell an unknown table (404) from one dealt elsewhere;
+        with no relay (or nobody answering in time) that one is ``TableUnavailable``."""
+        if self.host.owns(table_id):
+            return await self.host.submit(table_id, command)
+        if await self.games.table(table_id) is None:
             raise NotFound(f"no table {table_id!r}")
-        return await self.host.submit(table_id, command)
+        if self.relay is None:
+            return await self.host.submit(table_id, command)
+        return await self.relay.forward(table_id, command)
 
     async def hand(self, hand_id: str) -> HandRow:
         row = await self.games.hand(hand_id)

@@ -13,7 +13,12 @@ Ledger accounts, in the table's currency (one ledger per currency):
 Every effect is carried out in a transaction that also records its id in
 ``gameserver_effects``; an effect seen again (the owner crashed before saving that it
 was done) is skipped and its first outcome returned. Events go through the outbox in the
-transaction that records them. I/O only: the rules are in :mod:`ludex.gameserver.table`.
+transaction that records them. Event effects of many tables can share one transaction
+(:meth:`GameStore.apply_events`, the host's group commit): ids already recorded are
+skipped, the rest are claimed with a plain INSERT, so two writers racing on one effect
+(an old owner still finishing while a new one takes over) cannot both succeed: the
+loser's transaction fails and its retry skips what the winner wrote. I/O only: the rules
+are in :mod:`ludex.gameserver.table`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ludex import ledger
 from ludex.adapters.sql.outbox import add_to_outbox
-from ludex.adapters.sql.store import insert_ignore
 from ludex.adapters.sql.tables import gameserver_effects, poker_hands, poker_tables
 from ludex.errors import AccountNotFound, InsufficientFunds, LedgerError
 from ludex.events import Envelope, HandCompleted, HandStarted, PlayerActed, new_event
@@ -50,6 +54,8 @@ from ludex.ledger.repository import transfer_with_balances
 from ludex.ports.store import OperationalStore
 
 PRODUCER: Final = "gameserver"
+CLAIM_CHUNK: Final = 500
+"""Effect ids looked up per SELECT ... IN (well under every backend's bound-parameter limit)."""
 OK: Final = "ok"
 OPEN: Final = "open"
 CLOSED: Final = "closed"
@@ -203,13 +209,13 @@ class GameStore:
         for effect in effects:
             if isinstance(effect, BuyIn | CashOut):
                 if events:
-                    outcomes.update(await self._events(config, events))
+                    outcomes.update(await self.apply_events([(config, events)]))
                     events = []
                 outcomes[effect.id] = await self._money(config, effect)
             else:
                 events.append(effect)
         if events:
-            outcomes.update(await self._events(config, events))
+            outcomes.update(await self.apply_events([(config, events)]))
         return outcomes
 
     async def _money(self, config: TableConfig, effect: BuyIn | CashOut) -> str:
@@ -246,24 +252,47 @@ class GameStore:
             await _record(session, effect.id, table_id, outcome)
         return outcome
 
-    async def _events(self, config: TableConfig, effects: Sequence[Effect]) -> dict[str, str]:
-        table_id = config.table_id
-        dialect = self.store.dialect
+    async def apply_events(
+        self, batches: Sequence[tuple[TableConfig, Sequence[Effect]]]
+    ) -> dict[str, str]:
+        """Carry out event effects (no money) of one or many tables in one transaction,
+        each once and in the order given; every id maps to ``ok``."""
+        for _, effects in batches:
+            if any(isinstance(e, BuyIn | CashOut) for e in effects):
+                raise TableError("apply_events takes no money effects; use apply")
+        ids = [e.id for _, effects in batches for e in effects]
         now = datetime.now(UTC)
         async with self.store.transaction() as session:
-            claim = insert_ignore(dialect, gameserver_effects)
-            envelopes: list[Envelope] = []
-            for effect in effects:
-                result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
-                    claim.values(effect_id=effect.id, table_id=table_id, outcome=OK, done_at=now)
+            done: set[str] = set()
+            for start in range(0, len(ids), CLAIM_CHUNK):
+                chunk = ids[start : start + CLAIM_CHUNK]
+                query = select(gameserver_effects.c.effect_id).where(
+                    gameserver_effects.c.effect_id.in_(chunk)
                 )
-                if result.rowcount != 1:
-                    continue
-                if isinstance(effect, HandDone):
-                    await self._hand_done(session, config, effect, now)
-                envelopes.append(_envelope(config, effect, now))
+                done.update((await session.execute(query)).scalars())
+            claims: list[dict[str, Any]] = []
+            envelopes: list[Envelope] = []
+            for config, effects in batches:
+                for effect in effects:
+                    if effect.id in done:
+                        continue
+                    done.add(effect.id)
+                    claims.append(
+                        {
+                            "effect_id": effect.id,
+                            "table_id": config.table_id,
+                            "outcome": OK,
+                            "done_at": now,
+                        }
+                    )
+                    if isinstance(effect, HandDone):
+                        await self._hand_done(session, config, effect, now)
+                    envelopes.append(_envelope(config, effect, now))
+            if claims:
+                conn = await session.connection()
+                await conn.execute(insert(gameserver_effects), claims)
             await add_to_outbox(session, *envelopes)
-        return {e.id: OK for e in effects}
+        return dict.fromkeys(ids, OK)
 
     async def _hand_done(
         self, session: AsyncSession, config: TableConfig, effect: HandDone, now: datetime

@@ -216,6 +216,7 @@ def create_app(container: Container) -> FastAPI:
 
     from ludex.gameserver.host import TableHost, TableUnavailable
     from ludex.gameserver.lobby import Lobby, NotFound
+    from ludex.gameserver.relay import create_relay
     from ludex.gameserver.store import GameStore
     from ludex.gateway.tables_routes import create_tables_router, stream_commands
     from ludex.realtime.fanout import create_hub
@@ -233,13 +234,20 @@ def create_app(container: Container) -> FastAPI:
         snapshot=host.snapshot,
     )
     host.hub = realtime.hub
-    lobby = Lobby(host.games, host)
+    # Commands for tables dealt by another process go there over the same cache.
+    relay = create_relay(
+        settings.cache_url,
+        host,
+        namespace=f"{settings.namespace}:ludex:rt:" if settings.namespace else "ludex:rt:",
+    )
+    lobby = Lobby(host.games, host, relay)
     app.state.realtime, app.state.hub, app.state.host, app.state.lobby = (
         realtime,
         realtime.hub,
         host,
         lobby,
     )
+    app.state.relay = relay
     app.include_router(create_tables_router(lobby, container.kv, settings))
     from ludex.gateway.graphql import create_graphql_router
 

@@ -13,10 +13,12 @@ process sees every ``player:`` message, so it can keep one for an offline player
 who may reconnect to it. The price is that each process reads every channel's
 traffic; shard the channel by a hash of the channel name if that ever matters.
 
-Pub/sub forgets what it sent while a subscriber was away: after a reconnect (with
-backoff) the hub catches every subscriber up from the history
-(:meth:`Hub.resync <ludex.realtime.hub.Hub.resync>`), so a dropped Redis connection
-costs latency, never a message or a duplicate.
+The connection is a :class:`~ludex.adapters.kv.redis_pubsub.RedisSubscription`
+(a client of its own, pings on silence, reconnects with backoff; the module explains
+why). Pub/sub forgets what it sent while a subscriber was away: after every
+subscription, the first one included, the hub catches every subscriber up from the
+history (:meth:`Hub.resync <ludex.realtime.hub.Hub.resync>`), so a dropped Redis
+connection costs latency, never a message or a duplicate.
 
 :func:`create_hub` builds the hub from a URL: ``memory://`` (one process, the
 in-memory history, no fan-out) or ``redis://`` (the Redis history and this fan-out).
@@ -27,39 +29,30 @@ publishes: only the history's append does.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 import secrets
-from typing import Any
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
-from ludex.adapters.kv.redis import redis_errors
+from ludex.adapters.kv.redis_pubsub import RedisSubscription, Subscribed
 from ludex.config import redact_url
-from ludex.errors import BackendError, BackendUnavailable, ConfigError
+from ludex.errors import BackendError, ConfigError
 from ludex.realtime.history import History, MemoryHistory, RedisHistory, decode_fanout
 from ludex.realtime.hub import Hub, SnapshotProvider
 
 log = structlog.get_logger(__name__)
 
 
-class RedisFanout:
+class RedisFanout(Subscribed):
     """Listens on the history's pub/sub channel and delivers to one local :class:`Hub`.
 
     ``start`` attaches the fan-out to the hub, subscribes and catches the hub's
-    subscribers up, then listens in a background task; it raises
+    subscribers up, then listens in the background; it raises
     :class:`BackendUnavailable` if Redis cannot be reached then. Later drops are
-    retried for ever, waiting ``backoff_initial`` doubling up to ``backoff_max``
-    seconds (with jitter). A connection silent for ``ping_interval`` seconds is
-    pinged; one that stays silent for two intervals is treated as dropped.
-    ``client_name`` names the Redis connection (``CLIENT LIST``).
+    retried for ever and the hub is caught up again after each; ``backoff_initial``,
+    ``backoff_max``, ``ping_interval``, ``connect_timeout`` and ``client_name`` (the
+    connection's name in ``CLIENT LIST``) are those of
+    :class:`~ludex.adapters.kv.redis_pubsub.RedisSubscription`.
     """
 
     def __init__(
@@ -74,138 +67,42 @@ class RedisFanout:
         ping_interval: float = 5.0,
         connect_timeout: float = 2.0,
     ) -> None:
-        if not 0 < backoff_initial <= backoff_max:
-            raise ConfigError(
-                f"fan-out backoff must be 0 < initial ({backoff_initial}) <= max ({backoff_max})"
-            )
-        if not ping_interval > 0 or not connect_timeout > 0:
-            raise ConfigError("fan-out ping_interval and connect_timeout must be > 0 seconds")
         self.hub = hub
         self.channel = channel
-        self.client_name = client_name or f"ludex-fanout-{secrets.token_hex(4)}"
-        self._url = url
-        self._where = redact_url(url)
-        self._backoff = (backoff_initial, backoff_max)
-        self._ping_interval = ping_interval
-        self._connect_timeout = connect_timeout
-        self._client: aioredis.Redis | None = None
-        self._pubsub: PubSub | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.connected = False
-        self.reconnects = 0
-        """How many times the subscription was lost and made again."""
+        # Whatever was stored before the subscription was confirmed is in the history,
+        # whatever after comes on the subscription (duplicates are skipped by sequence).
+        self._subscription = RedisSubscription(
+            url,
+            [channel],
+            self._deliver,
+            on_subscribed=hub.resync,
+            what="fan-out",
+            name="realtime.fanout",
+            client_name=client_name or f"ludex-fanout-{secrets.token_hex(4)}",
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            ping_interval=ping_interval,
+            connect_timeout=connect_timeout,
+        )
         self.malformed = 0
         """Payloads that could not be read (skipped; subscribers catch up from history)."""
 
     async def start(self) -> None:
-        if self._task is not None:
+        if self._subscription.listening:
             return
         self.hub.use_fanout(True)
         try:
-            await self._connect()
+            await self._subscription.start()
         except BaseException:
-            await self._drop()
             self.hub.use_fanout(False)
             raise
-        self._task = asyncio.create_task(self._run(), name="realtime-fanout")
 
     async def close(self) -> None:
         """Stop listening and close the connection; the hub then delivers locally only."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._drop()
+        await self._subscription.close()
         self.hub.use_fanout(False)
 
-    async def _connect(self) -> None:
-        """Subscribe, wait for the confirmation, then catch the hub's subscribers up:
-        whatever was stored before the confirmation is in the history, whatever after
-        comes on the subscription (duplicates are skipped by sequence)."""
-        try:
-            client = aioredis.Redis.from_url(
-                self._url,
-                decode_responses=False,
-                socket_connect_timeout=self._connect_timeout,
-                # Drops must reach us (to catch up from the history), not be mended
-                # silently by the client's own reconnect.
-                retry=Retry(NoBackoff(), 0, supported_errors=()),
-                retry_on_timeout=False,
-                client_name=self.client_name,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"fan-out URL {self._where!r} is malformed ({exc}); use redis://HOST:PORT/DB"
-            ) from None
-        self._client = client
-        self._pubsub = pubsub = client.pubsub()
-        with self._errors("subscribe"):
-            await asyncio.wait_for(pubsub.subscribe(self.channel), self._connect_timeout)
-            reply = await pubsub.get_message(timeout=self._connect_timeout)
-        if reply is None or _kind(reply) != "subscribe":
-            raise BackendUnavailable(
-                f"redis fan-out at {self._where} did not confirm the subscription to "
-                f"{self.channel!r} within {self._connect_timeout} s; check the server"
-            )
-        self.connected = True
-        log.info("realtime.fanout_subscribed", channel=self.channel, client=self.client_name)
-        await self.hub.resync()
-
-    async def _drop(self) -> None:
-        self.connected = False
-        pubsub, self._pubsub = self._pubsub, None
-        client, self._client = self._client, None
-        with contextlib.suppress(RedisError, OSError):
-            if pubsub is not None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            if client is not None:
-                await client.aclose()
-
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                if self._pubsub is None:
-                    await self._connect()
-                    self.reconnects += 1
-                failures = 0
-                await self._listen()
-            except Exception as exc:  # a drop, or a bug: either way listen again
-                await self._drop()
-                delay = min(self._backoff[1], self._backoff[0] * 2 ** min(failures, 30))
-                delay *= random.uniform(0.5, 1.0)  # jitter: processes do not retry in step
-                failures += 1
-                log.warning(
-                    "realtime.fanout_dropped",
-                    server=self._where,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-
-    async def _listen(self) -> None:
-        pubsub = self._pubsub
-        assert pubsub is not None
-        quiet = 0
-        while True:
-            with self._errors("listen"):
-                reply = await pubsub.get_message(timeout=self._ping_interval)
-            if reply is None:
-                quiet += 1
-                if quiet > 2:
-                    raise BackendUnavailable(
-                        f"redis fan-out at {self._where} did not answer a ping in "
-                        f"{2 * self._ping_interval} s"
-                    )
-                with self._errors("ping"):
-                    await pubsub.ping()
-                continue
-            quiet = 0
-            if _kind(reply) == "message":
-                await self._deliver(reply["data"])
-
-    async def _deliver(self, payload: bytes) -> None:
+    async def _deliver(self, channel: str, payload: bytes) -> None:
         try:
             message = decode_fanout(payload)
         except BackendError as exc:
@@ -214,14 +111,6 @@ class RedisFanout:
             log.warning("realtime.fanout_malformed", error=str(exc))
             return
         await self.hub.deliver(message)
-
-    def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
-        return redis_errors(f"redis fan-out at {self._where}", op)
-
-
-def _kind(reply: dict[str, Any]) -> str:
-    kind = reply.get("type")
-    return kind.decode() if isinstance(kind, bytes) else str(kind)
 
 
 class RealtimeHub:

@@ -22,6 +22,14 @@ One connection multiplexes channels. ``?format=json`` (text frames, the default)
    ``idle_seconds`` closes with 1001 (send ``ping``); a client too slow to take its
    frames is dropped by the hub and closed with 4008.
 
+Outgoing frames take one of two paths. Under uvicorn with
+:class:`~ludex.realtime.transport.StreamProtocol` (the gateway's server) the scope
+carries a direct write path: the hub writes each frame, framed once per encoding, to
+the socket while it publishes, and the per-connection writer task only flushes what
+queued while the socket was paused. Elsewhere (other ASGI servers, Starlette's
+TestClient, or a client that negotiated permessage-deflate) every frame goes through
+ASGI ``websocket.send`` from the writer task. Clients cannot tell them apart.
+
 Transport only: subscriptions, history and fan-out are :class:`~ludex.realtime.hub.Hub`'s.
 """
 
@@ -48,6 +56,7 @@ from ludex.realtime.hub import (
     Hub,
 )
 from ludex.realtime.hub import encode_frame as encode
+from ludex.realtime.transport import DirectFrames, frame_sink
 
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_IDLE: Final = 1001
@@ -84,6 +93,16 @@ def _reply(
 ) -> dict[str, JsonValue]:
     """A reply on the stream's one envelope."""
     return {"channel": channel, "epoch": epoch, "seq": seq, "type": msg_type, "data": data}
+
+
+async def _first(*waits: Awaitable[None]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def stream_endpoint(
@@ -218,7 +237,9 @@ def stream_endpoint(
         writer: asyncio.Task[None] | None = None
         try:
             player = await hello(websocket, encoding)
-            connection = hub.connect(encoding=encoding, player_id=player)
+            # uvicorn with StreamProtocol offers a direct write path (not with deflate)
+            sink = frame_sink(websocket.scope)
+            connection = hub.connect(encoding=encoding, player_id=player, sink=sink)
             await send(
                 websocket,
                 encode(
@@ -234,7 +255,19 @@ def stream_endpoint(
                 with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                     await websocket.close(code, conn.close_reason or "closed")
 
-            writer = asyncio.create_task(write())
+            async def write_direct(sink: DirectFrames, conn: Connection = connection) -> None:
+                # The hub writes frames itself while the socket keeps up; this task
+                # only sends what queued while the socket was paused, in one write.
+                while await conn.queued_or_closed():
+                    if sink.paused:
+                        await _first(sink.drain(), conn.wait_closed())
+                        continue
+                    if not sink.write(conn.take_all()):
+                        break
+                code = CLOSE_SLOW if conn.close_reason == SLOW_CONSUMER else 1000
+                sink.close(code, conn.close_reason or "closed")
+
+            writer = asyncio.create_task(write() if sink is None else write_direct(sink))
             while not connection.closed:
                 request = await receive(websocket, encoding, idle_seconds)
                 reply = await handle(connection, request)
