@@ -243,20 +243,8 @@ async def test_illegal_and_out_of_turn_actions_change_nothing(tmp_path: Path) ->
         await kv.start()
         host = TableHost(games, kv, Hub(MemoryHistory()), scan_seconds=0.05)
         await host.start()
-        for seat, player in enumerate(PLAYERS[:2]):
-            await host.submit(
-                "t1", Command("join", player, seat=seat, amount=100, request_id=f"j{seat}")
-            )
-        for _ in range(100):
-            table = await host.view("t1")
-            assert table is not None
-            if table.hand_id is not None and not table.effects:
-                break
-            await asyncio.sleep(0.01)
-        before = table.to_bytes()
-        view = table.public_view()["hand"]
-        actor = table.seats()[view["actor_seat"]].player
-        other = next(p for p in PLAYERS[:2] if p != actor)
+        actor, other = await _two_seated(host)
+        before = (await host.view("t1")).to_bytes()  # type: ignore[union-attr]
         with pytest.raises(IllegalAction, match="turn"):
             await host.submit("t1", Command("act", other, action="check_call"))
         with pytest.raises(IllegalAction):
