@@ -10,12 +10,9 @@ reported as skipped rather than left out.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from ludex.bench import bus, kv, outbox
@@ -99,21 +96,6 @@ def test_env_file_supplies_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path: An
     monkeypatch.setattr(common, "_env_files", lambda: [env])
     assert common.resolve("redis", None) == ("redis://example:1/0", None)
     assert common.resolve("redis", "redis://given:2/0") == ("redis://given:2/0", None)
-
-
-@pytest.fixture
-def logging_restored() -> Iterator[None]:
-    """The bench commands configure logging for the process; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.configure(**config)
-        structlog.contextvars.clear_contextvars()
 
 
 @pytest.mark.usefixtures("logging_restored")

@@ -8,12 +8,9 @@ subscriber of every channel received every message published to it, once, in ord
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from ludex.bench import realtime
@@ -94,21 +91,6 @@ def test_scenarios_follow_the_options() -> None:
     assert len(set(defaults[2].channel_names())) == 500
     no_tables = realtime.Options(subscribers=(10,), tables=0).scenarios()
     assert [(s.subscribers, s.channels) for s in no_tables] == [(10, 1)]
-
-
-@pytest.fixture
-def logging_restored() -> Iterator[None]:
-    """The bench commands configure logging for the process; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.configure(**config)
-        structlog.contextvars.clear_contextvars()
 
 
 @pytest.mark.usefixtures("logging_restored")

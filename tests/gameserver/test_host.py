@@ -5,6 +5,7 @@ the actor only, and a killed owner handing the same hand over to another process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -236,13 +237,29 @@ async def _handover(store: SqlStore, other: SqlStore, kv: KeyValue, kv2: KeyValu
     )  # type: ignore[union-attr]
 
 
-async def test_illegal_and_out_of_turn_actions_change_nothing(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def local_host(
+    tmp_path: Path, players: list[str], *, credit: int = 500, tables: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[SqlStore, GameStore, TableHost]]:
+    """One process on SQLite and the memory cache: table t1 (plus ``tables``), the
+    players credited, the host started; closed afterwards."""
     async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
-        games = await setup(store, PLAYERS[:2])
+        games = await setup(store, players, credit=credit)
+        for table_id in tables:
+            await games.create_table(config(table_id=table_id))
         kv = create_key_value("memory://")
         await kv.start()
         host = TableHost(games, kv, Hub(MemoryHistory()), scan_seconds=0.05)
         await host.start()
+        try:
+            yield store, games, host
+        finally:
+            await host.close()
+            await kv.close()
+
+
+async def test_illegal_and_out_of_turn_actions_change_nothing(tmp_path: Path) -> None:
+    async with local_host(tmp_path, PLAYERS[:2]) as (_, _, host):
         actor, other = await _two_seated(host)
         before = (await host.view("t1")).to_bytes()  # type: ignore[union-attr]
         with pytest.raises(IllegalAction, match="turn"):
@@ -256,17 +273,10 @@ async def test_illegal_and_out_of_turn_actions_change_nothing(tmp_path: Path) ->
         with pytest.raises(TableError, match="taken"):
             await host.submit("t1", Command("join", PLAYERS[2], seat=0, amount=100, request_id="x"))
         assert (await host.view("t1")).to_bytes() == before  # type: ignore[union-attr]
-        await host.close()
-        await kv.close()
 
 
 async def test_a_buy_in_beyond_the_balance_is_refused_and_frees_the_seat(tmp_path: Path) -> None:
-    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
-        games = await setup(store, PLAYERS[:1], credit=50)
-        kv = create_key_value("memory://")
-        await kv.start()
-        host = TableHost(games, kv, None)
-        await host.start()
+    async with local_host(tmp_path, PLAYERS[:1], credit=50) as (_, games, host):
         with pytest.raises(TableError, match="available"):
             await host.submit("t1", Command("join", PLAYERS[0], seat=0, amount=100, request_id="a"))
         with pytest.raises(TableError, match="no balance"):
@@ -280,8 +290,6 @@ async def test_a_buy_in_beyond_the_balance_is_refused_and_frees_the_seat(tmp_pat
         )
         assert joined["stack"] == 50
         assert await games.balance("CHIPS", PLAYERS[0]) == 0
-        await host.close()
-        await kv.close()
 
 
 async def _two_seated(host: TableHost) -> tuple[str, str]:
@@ -302,12 +310,7 @@ async def _two_seated(host: TableHost) -> tuple[str, str]:
 
 
 async def test_a_command_whose_caller_gave_up_is_not_applied(tmp_path: Path) -> None:
-    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
-        games = await setup(store, PLAYERS[:2])
-        kv = create_key_value("memory://")
-        await kv.start()
-        host = TableHost(games, kv, Hub(MemoryHistory()), scan_seconds=0.05)
-        await host.start()
+    async with local_host(tmp_path, PLAYERS[:2]) as (_, _, host):
         actor, _ = await _two_seated(host)
         started = await host.view("t1")
         assert started is not None
@@ -326,19 +329,12 @@ async def test_a_command_whose_caller_gave_up_is_not_applied(tmp_path: Path) -> 
         assert table.hand_id == hand_id
         view = table.public_view()["hand"]
         assert table.seats()[view["actor_seat"]].player != actor
-        await host.close()
-        await kv.close()
 
 
 async def test_a_join_waiting_for_its_buy_in_is_answered_when_the_host_stops(
     tmp_path: Path,
 ) -> None:
-    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
-        games = await setup(store, PLAYERS[:1])
-        kv = create_key_value("memory://")
-        await kv.start()
-        host = TableHost(games, kv, None, scan_seconds=0.05)
-        await host.start()
+    async with local_host(tmp_path, PLAYERS[:1]) as (_, games, host):
         # Hold the store's writes so the buy-in cannot be answered.
         gate = asyncio.Event()
         apply = games.apply
@@ -360,17 +356,10 @@ async def test_a_join_waiting_for_its_buy_in_is_answered_when_the_host_stops(
         with pytest.raises(TableUnavailable):
             await host.submit("t1", Command("sit_out", PLAYERS[0]))
         gate.set()
-        await kv.close()
 
 
 async def test_event_effects_of_many_tables_share_a_transaction(tmp_path: Path) -> None:
-    async with started_store(f"sqlite:///{tmp_path}/g.db") as store:
-        games = await setup(store, PLAYERS[:4])
-        await games.create_table(config(table_id="t2"))
-        kv = create_key_value("memory://")
-        await kv.start()
-        host = TableHost(games, kv, None, scan_seconds=0.05)
-        await host.start()
+    async with local_host(tmp_path, PLAYERS[:4], tables=("t2",)) as (store, _, host):
         for table_id, players in (("t1", PLAYERS[:2]), ("t2", PLAYERS[2:4])):
             for seat, player in enumerate(players):
                 await host.submit(
@@ -399,5 +388,3 @@ async def test_event_effects_of_many_tables_share_a_transaction(tmp_path: Path) 
                 by_hand.setdefault(hand_id, []).append(sequence)
             assert all(seqs == sorted(seqs) for seqs in by_hand.values())
         assert 0 < host.effects.transactions < len(acted)
-        await host.close()
-        await kv.close()

@@ -228,7 +228,7 @@ class TableActor:
                         helper.result()  # its failure (fenced out, lease lost) stops us too
                         return
                 wake = self.table.wake_at()
-                timeout = self.host.lease_seconds / 3
+                timeout = self.host.lease_seconds / 3  # look at the clock now and then too
                 if wake is not None:
                     timeout = min(timeout, max(0.0, wake - self.host.clock()))
                 try:

@@ -359,31 +359,30 @@ class GameStore:
         return [_hand(r) for r in rows]
 
 
+def _house(currency: str) -> AccountSpec:
+    """Where credits come from: untracked, may go negative."""
+    return AccountSpec(
+        house_account(currency),
+        currency,
+        AccountKind.HOUSE,
+        allow_negative=True,
+        track_balance=False,
+    )
+
+
 def _table_accounts(config: TableConfig) -> list[AccountSpec]:
     currency = config.currency
     return [
         AccountSpec(escrow_account(config.table_id), currency, AccountKind.TABLE_ESCROW),
         AccountSpec(rake_account(currency), currency, AccountKind.TREASURY),
-        AccountSpec(
-            house_account(currency),
-            currency,
-            AccountKind.HOUSE,
-            allow_negative=True,
-            track_balance=False,
-        ),
+        _house(currency),
     ]
 
 
 def _player_accounts(currency: str, player: str) -> list[AccountSpec]:
     return [
         AccountSpec(player_account(currency, player), currency, AccountKind.PLAYER),
-        AccountSpec(
-            house_account(currency),
-            currency,
-            AccountKind.HOUSE,
-            allow_negative=True,
-            track_balance=False,
-        ),
+        _house(currency),
     ]
 
 
